@@ -1,0 +1,13 @@
+//! kquant-core: the GGML / llama.cpp block quantization formats in pure Rust.
+//!
+//! `reference` holds the portable scalar kernels that define correctness: their bytes
+//! and floats match ggml's reference functions exactly. `ops` is the validated,
+//! row-oriented entry point the bindings call.
+
+pub mod error;
+pub mod ops;
+pub mod reference;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use types::{QuantType, QK_K};

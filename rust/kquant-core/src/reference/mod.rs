@@ -1,0 +1,44 @@
+//! Portable scalar kernels: the definition of correct output for every format.
+//!
+//! Each format module exposes a `KERNELS` table. All functions work on one row:
+//! `x.len()` values and `q.len()` bytes, both whole numbers of blocks (checked by
+//! `ops`, assumed here). Importance-matrix quantization needs the whole row because
+//! the legacy formats weight by the row's mean square.
+
+pub mod common;
+pub mod float;
+pub mod q4_0;
+pub mod q8_0;
+pub mod q8_1;
+pub mod q8_k;
+
+use crate::types::QuantType;
+
+/// Quantize one row; `imat` (same length as `x`) selects ggml's weighted search.
+pub type QuantizeFn = fn(x: &[f32], q: &mut [u8], imat: Option<&[f32]>);
+/// Dequantize one row.
+pub type DequantizeFn = fn(q: &[u8], y: &mut [f32]);
+/// Dot of one row with a row of the partner type (`QuantType::vec_dot_type`).
+pub type VecDotFn = fn(q: &[u8], yq: &[u8]) -> f32;
+
+pub struct Kernels {
+    pub quantize: QuantizeFn,
+    pub dequantize: DequantizeFn,
+    /// None for activation-only formats without a ggml dot (Q8_1, Q8_K).
+    pub vec_dot: Option<VecDotFn>,
+}
+
+/// The reference kernels of `t`, or None while a format is not implemented yet.
+pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
+    use QuantType::*;
+    Some(match t {
+        F32 => &float::F32,
+        F16 => &float::F16,
+        BF16 => &float::BF16,
+        Q4_0 => &q4_0::KERNELS,
+        Q8_0 => &q8_0::KERNELS,
+        Q8_1 => &q8_1::KERNELS,
+        Q8K => &q8_k::KERNELS,
+        _ => return None,
+    })
+}
