@@ -7,10 +7,22 @@
 
 pub mod common;
 pub mod float;
+pub mod iq4;
+pub mod iq4_nl;
+pub mod iq4_xs;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+pub mod search;
 
 use crate::types::QuantType;
 
@@ -39,6 +51,15 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         Q8_0 => &q8_0::KERNELS,
         Q8_1 => &q8_1::KERNELS,
         Q8K => &q8_k::KERNELS,
-        _ => return None,
+        Q4_1 => return q4_1::kernels(),
+        Q5_0 => return q5_0::kernels(),
+        Q5_1 => return q5_1::kernels(),
+        Q2K => return q2_k::kernels(),
+        Q3K => return q3_k::kernels(),
+        Q4K => return q4_k::kernels(),
+        Q5K => return q5_k::kernels(),
+        Q6K => return q6_k::kernels(),
+        IQ4NL => return iq4_nl::kernels(),
+        IQ4XS => return iq4_xs::kernels(),
     })
 }

@@ -1,0 +1,1 @@
+//! Shared non-linear 4-bit machinery of IQ4_NL and IQ4_XS.
