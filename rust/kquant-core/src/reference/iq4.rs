@@ -209,8 +209,8 @@ mod tests {
 
     #[test]
     fn best_index_picks_nearest_level() {
-        for i in 0..16 {
-            assert_eq!(best_index_int8(&KVALUES, KVALUES[i] as f32), i);
+        for (i, &v) in KVALUES.iter().enumerate() {
+            assert_eq!(best_index_int8(&KVALUES, v as f32), i);
         }
         assert_eq!(best_index_int8(&KVALUES, -1e30), 0);
         assert_eq!(best_index_int8(&KVALUES, 1e30), 15);

@@ -123,7 +123,8 @@ mod tests {
     #[test]
     fn huge_values_do_not_panic() {
         // Up to ~7e6 the f16 scale stays finite and the error stays bounded.
-        let big: Vec<f32> = (0..64).map(|i| if i % 3 == 0 { -7.0e6 } else { 3.1e6 } * ((i % 5) as f32 + 0.5) / 4.5).collect();
+        let big: Vec<f32> =
+            (0..64).map(|i| if i % 3 == 0 { -7.0e6 } else { 3.1e6 } * ((i % 5) as f32 + 0.5) / 4.5).collect();
         let (_, y) = roundtrip(&big, None);
         for (xb, yb) in big.chunks_exact(QK).zip(y.chunks_exact(QK)) {
             assert!(rel_err(xb, yb) < 0.15);
