@@ -173,8 +173,8 @@ fn dequantize(q: &[u8], y: &mut [f32]) {
             let sc = qb[SCALES + j];
             let dl = d * (sc & 0x0f) as f32;
             let ml = min * (sc >> 4) as f32;
-            for i in SUB * j..SUB * (j + 1) {
-                yb[i] = dl * level(qs, i) as f32 - ml;
+            for (k, o) in yb[SUB * j..SUB * (j + 1)].iter_mut().enumerate() {
+                *o = dl * level(qs, SUB * j + k) as f32 - ml;
             }
         }
     }
@@ -189,19 +189,19 @@ fn vec_dot(q: &[u8], yq: &[u8]) -> f32 {
         let qs = &qb[QS..D];
         let q8 = &yb[q8_k::QS..q8_k::QS + QK_K];
         let mut summs = 0i32;
-        for j in 0..NSUB {
-            summs += q8_k::bsum(yb, j) * (sc[j] >> 4) as i32;
+        for (j, &s) in sc.iter().enumerate() {
+            summs += q8_k::bsum(yb, j) * (s >> 4) as i32;
         }
         let yd = read_f32(yb, 0);
         let dall = yd * read_f16(qb, D);
         let dmin = yd * read_f16(qb, DMIN);
         let mut isum = 0i32;
-        for j in 0..NSUB {
+        for (j, &s) in sc.iter().enumerate() {
             let mut isuml = 0i32;
-            for i in SUB * j..SUB * (j + 1) {
-                isuml += q8[i] as i8 as i32 * level(qs, i) as i32;
+            for (k, &y) in q8[SUB * j..SUB * (j + 1)].iter().enumerate() {
+                isuml += y as i8 as i32 * level(qs, SUB * j + k) as i32;
             }
-            isum += (sc[j] & 0x0f) as i32 * isuml;
+            isum += (s & 0x0f) as i32 * isuml;
         }
         sumf += dall * isum as f32 - dmin * summs as f32;
     }
@@ -225,8 +225,8 @@ mod tests {
         let l: [u8; QK_K] = std::array::from_fn(|i| (i * 5 % 4) as u8);
         let mut qs = [0u8; QK_K / 4];
         pack_levels(&l, &mut qs);
-        for i in 0..QK_K {
-            assert_eq!(level(&qs, i), l[i]);
+        for (i, &want) in l.iter().enumerate() {
+            assert_eq!(level(&qs, i), want);
         }
     }
 
