@@ -52,10 +52,8 @@ pub fn scale_min(scales: &[u8], j: usize) -> (u8, u8) {
 /// ggml's packing does (its low byte is stored whole for sub-blocks 0-3).
 pub fn pack_scales_mins(ls: &[u8; NSUB], lm: &[u8; NSUB]) -> [u8; SCALE_BYTES] {
     let mut s = [0u8; SCALE_BYTES];
-    for j in 0..4 {
-        s[j] = ls[j];
-        s[j + 4] = lm[j];
-    }
+    s[..4].copy_from_slice(&ls[..4]);
+    s[4..8].copy_from_slice(&lm[..4]);
     for j in 4..NSUB {
         s[j + 4] = (ls[j] & 0x0f) | ((lm[j] & 0x0f) << 4);
         s[j - 4] |= (ls[j] >> 4) << 6;
@@ -217,8 +215,8 @@ impl DotAcc {
             }
         }
         let d = read_f16(qb, 0) * read_f32(yb, 0);
-        for k in 0..8 {
-            self.lanes[k] += d * aux32[k] as f32;
+        for (lane, &a) in self.lanes.iter_mut().zip(&aux32) {
+            *lane += d * a as f32;
         }
         let dmin = read_f16(qb, 2) * read_f32(yb, 0);
         self.sumf -= dmin * sumi as f32;

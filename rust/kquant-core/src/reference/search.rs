@@ -86,16 +86,16 @@ fn asymmetric_search(
     let mut max = x[0];
     let mut sum_w = w(0);
     let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
+    for (i, &v) in x.iter().enumerate().skip(1) {
+        if v < min {
+            min = v;
         }
-        if x[i] > max {
-            max = x[i];
+        if v > max {
+            max = v;
         }
         let wi = w(i);
         sum_w += wi;
-        sum_x += wi * x[i];
+        sum_x += wi * v;
     }
     // the offset may only pull values down: a group of positives keeps 0 as its base
     if min > 0.0 {
