@@ -9,7 +9,6 @@ use super::Kernels;
 pub const QK: usize = 32;
 pub const BLOCK_BYTES: usize = 22;
 const QH: usize = 2;
-const QS: usize = 6;
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
@@ -28,7 +27,7 @@ fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
 /// the "integer indefinite" value for NaN or anything out of range. ggml relies on
 /// it when a degenerate block gives an infinite inverse scale.
 #[inline(always)]
-fn trunc_x86(v: f32) -> i32 {
+pub(super) fn trunc_x86(v: f32) -> i32 {
     if (-2_147_483_648.0..2_147_483_648.0).contains(&v) {
         v as i32
     } else {
@@ -36,25 +35,26 @@ fn trunc_x86(v: f32) -> i32 {
     }
 }
 
-/// Packs 32 levels in 0..=31 into `qb`'s `qh` and `qs`.
-fn pack(qb: &mut [u8], l: &[u8; QK]) {
+/// Packs 32 levels in 0..=31 into `hq`: the 4-byte `qh` followed by the 16-byte `qs`
+/// (the tail shared by Q5_0 and Q5_1).
+pub(super) fn pack_5bit(hq: &mut [u8], l: &[u8; QK]) {
     let mut qh = 0u32;
     for j in 0..QK / 2 {
         let (a, b) = (l[j], l[j + QK / 2]);
-        qb[QS + j] = (a & 0x0f) | ((b & 0x0f) << 4);
+        hq[4 + j] = (a & 0x0f) | ((b & 0x0f) << 4);
         qh |= (((a & 0x10) >> 4) as u32) << j;
         qh |= (((b & 0x10) >> 4) as u32) << (j + QK / 2);
     }
-    qb[QH..QH + 4].copy_from_slice(&qh.to_le_bytes());
+    hq[..4].copy_from_slice(&qh.to_le_bytes());
 }
 
-/// The 32 levels of a block, 0..=31 (subtract 16 for the signed value).
+/// The 32 levels, 0..=31, stored in a `qh` + `qs` tail.
 #[inline(always)]
-fn unpack(qb: &[u8]) -> [u8; QK] {
-    let qh = u32::from_le_bytes([qb[QH], qb[QH + 1], qb[QH + 2], qb[QH + 3]]);
+pub(super) fn unpack_5bit(hq: &[u8]) -> [u8; QK] {
+    let qh = u32::from_le_bytes([hq[0], hq[1], hq[2], hq[3]]);
     let mut l = [0u8; QK];
     for j in 0..QK / 2 {
-        let b = qb[QS + j];
+        let b = hq[4 + j];
         l[j] = (b & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
         l[j + QK / 2] = (b >> 4) | ((((qh >> (j + QK / 2)) & 1) as u8) << 4);
     }
@@ -74,7 +74,7 @@ fn quantize_ref(x: &[f32], q: &mut [u8]) {
             // the C code narrows to int8 before clamping; the byte keeps the low 5 bits
             *o = (trunc_x86(v * id + 16.5) as i8).min(31) as u8;
         }
-        pack(qb, &l);
+        pack_5bit(&mut qb[QH..], &l);
     }
 }
 
@@ -94,14 +94,14 @@ fn quantize_imat(x: &[f32], q: &mut [u8], imat: &[f32]) {
         for (o, &v) in l.iter_mut().zip(&li) {
             *o = v as u8;
         }
-        pack(qb, &l);
+        pack_5bit(&mut qb[QH..], &l);
     }
 }
 
 fn dequantize(q: &[u8], y: &mut [f32]) {
     for (qb, yb) in q.chunks_exact(BLOCK_BYTES).zip(y.chunks_exact_mut(QK)) {
         let d = read_f16(qb, 0);
-        for (o, &v) in yb.iter_mut().zip(&unpack(qb)) {
+        for (o, &v) in yb.iter_mut().zip(&unpack_5bit(&qb[QH..])) {
             *o = (v as i32 - 16) as f32 * d;
         }
     }
@@ -112,7 +112,7 @@ fn vec_dot(q: &[u8], yq: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (xb, yb) in q.chunks_exact(BLOCK_BYTES).zip(yq.chunks_exact(q8_0::BLOCK_BYTES)) {
         let ys = &yb[2..];
-        let sumi: i32 = unpack(xb).iter().zip(ys).map(|(&a, &b)| (a as i32 - 16) * (b as i8 as i32)).sum();
+        let sumi: i32 = unpack_5bit(&xb[QH..]).iter().zip(ys).map(|(&a, &b)| (a as i32 - 16) * (b as i8 as i32)).sum();
         sumf += (read_f16(xb, 0) * read_f16(yb, 0)) * sumi as f32;
     }
     sumf

@@ -34,10 +34,10 @@ fn quantize_block(x: &[f32], qb: &mut [u8], qw: Option<&[f32]>) {
     let mut scales = [0.0f32; QK_K / 16];
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
-    for ib in 0..QK_K / 16 {
+    for (ib, s) in scales.iter_mut().enumerate() {
         let r = 16 * ib..16 * ib + 16;
         let scale = make_qx_quants(32, &x[r.clone()], &mut l[r.clone()], RmseWeight::Square, qw.map(|w| &w[r]));
-        scales[ib] = scale;
+        *s = scale;
         if scale.abs() > max_abs_scale {
             max_abs_scale = scale.abs();
             max_scale = scale;
