@@ -339,8 +339,7 @@ fn parse(bytes: &[u8]) -> Result<GgufFile> {
 
     let mut tensors = Vec::with_capacity(n_tensors as usize);
     for i in 0..n_tensors {
-        let t = tensor_info(&mut c).map_err(|e| with_context(e, || format!("tensor info {i}")))?;
-        tensors.push(t);
+        tensors.push(tensor_info(&mut c, i)?);
     }
     let mut seen = HashSet::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
@@ -419,14 +418,16 @@ fn parse(bytes: &[u8]) -> Result<GgufFile> {
     })
 }
 
-fn tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo> {
-    let name = c.string("tensor name", MAX_TENSOR_NAME_LEN as u64)?;
-    check_tensor_name(&name)?;
-    let ctx = |e| with_context(e, || format!("tensor {name:?}"));
+fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo> {
+    let name = c
+        .string("tensor name", MAX_TENSOR_NAME_LEN as u64)
+        .and_then(|n| check_tensor_name(&n).map(|()| n))
+        .map_err(|e| with_context(e, || format!("tensor info {i}")))?;
+    let ctx = |e| with_context(e, || format!("tensor info {i} ({name:?})"));
     let n_dims = c.u32("dimension count").map_err(ctx)?;
     if n_dims == 0 || n_dims as usize > MAX_DIMS {
         return Err(ctx(Error::invalid(format!(
-            "has {n_dims} dimensions, expected 1 to {MAX_DIMS}"
+            "{n_dims} dimensions, expected 1 to {MAX_DIMS}"
         ))));
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
@@ -434,7 +435,7 @@ fn tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo> {
         dims.push(c.u64("dimension").map_err(ctx)?);
     }
     let ty = c.u32("tensor type").and_then(TensorType::from_id).map_err(ctx)?;
-    let nbytes = tensor_nbytes(&name, &dims, ty)?;
+    let nbytes = tensor_nbytes(&name, &dims, ty).map_err(|e| with_context(e, || format!("tensor info {i}")))?;
     let offset = c.u64("tensor offset").map_err(ctx)?;
     Ok(TensorInfo {
         name,
