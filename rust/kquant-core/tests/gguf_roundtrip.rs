@@ -341,3 +341,31 @@ fn write_atomic_replaces_only_on_success() {
     assert!(write_atomic(d.join("no/such/dir/x.gguf"), |_| Ok(())).is_err());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn model_sized_header_parses_quickly() {
+    // A 150k-token vocabulary and 3000 tensors, like a mid-sized LLM.
+    let toks: Vec<String> = (0..150_000).map(|i| format!("tok{i}")).collect();
+    let scores: Vec<f32> = (0..150_000).map(|i| i as f32).collect();
+    let m = vec![
+        ("tokenizer.ggml.tokens".to_string(), Value::from(toks.clone())),
+        ("tokenizer.ggml.scores".to_string(), Value::from(scores)),
+    ];
+    let specs: Vec<TensorSpec> = (0..3000)
+        .map(|i| TensorSpec::new(format!("blk.{i}.ffn_down.weight"), &[32, 1], QuantType::Q8_0))
+        .collect();
+    let mut w = GgufWriter::new(Vec::new(), &m, &specs).unwrap();
+    for s in &specs {
+        w.write_tensor(&s.name, &[1; 34]).unwrap();
+    }
+    let bytes = w.finish().unwrap();
+    let t = std::time::Instant::now();
+    let f = GgufFile::parse(&bytes).unwrap();
+    let dt = t.elapsed();
+    assert_eq!(f.tensors.len(), 3000);
+    assert_eq!(
+        f.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(Array::len),
+        Some(150_000)
+    );
+    assert!(dt < std::time::Duration::from_secs(2), "{dt:?}");
+}

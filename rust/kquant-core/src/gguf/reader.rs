@@ -15,6 +15,9 @@ use super::{
 const MIN_KV_BYTES: u128 = 8 + 1 + 4 + 1;
 /// Smallest possible tensor info: empty name, n_dims, one dimension, type, offset.
 const MIN_TENSOR_INFO_BYTES: u128 = 8 + 4 + 8 + 4 + 8;
+/// Counts are only bounded by the file size, and our structs are larger than their
+/// encodings, so up-front reservations are capped and vectors grow with what is parsed.
+const MAX_RESERVE: usize = 1 << 16;
 
 /// Where one tensor lives and what it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,7 +268,7 @@ impl<'a> Cursor<'a> {
                 Array::Bool(bytes.iter().map(|&b| b == 1).collect())
             }
             ValueType::String => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(MAX_RESERVE));
                 for _ in 0..n {
                     v.push(self.string("string array element", MAX_STRING_LEN)?);
                 }
@@ -316,7 +319,7 @@ fn parse(bytes: &[u8]) -> Result<GgufFile> {
     }
 
     // Both counts are now bounded by the file size.
-    let mut metadata = Vec::with_capacity(n_kv as usize);
+    let mut metadata = Vec::with_capacity((n_kv as usize).min(MAX_RESERVE));
     for i in 0..n_kv {
         let key = c
             .string("metadata key", MAX_KEY_LEN as u64)
@@ -337,7 +340,7 @@ fn parse(bytes: &[u8]) -> Result<GgufFile> {
     drop(seen);
     let alignment = alignment_of(metadata.iter().map(|(k, v)| (k.as_str(), v)))?;
 
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    let mut tensors = Vec::with_capacity((n_tensors as usize).min(MAX_RESERVE));
     for i in 0..n_tensors {
         tensors.push(tensor_info(&mut c, i)?);
     }
