@@ -3,16 +3,21 @@
 //! The reader trusts nothing in the file. Every count, length and offset is checked against
 //! the bytes that remain before anything is allocated, so a hostile file costs time and
 //! memory proportional to its own size and ends in an [`Error`](crate::Error), never a
-//! panic. It is also exactly as strict as ggml's `gguf_init_from_file` wherever ggml
-//! checks something (unique keys and names, tensor data laid out back to back), so a
-//! file it accepts loads in llama.cpp, plus a few checks ggml skips (UTF-8, bools, data
-//! inside the file).
+//! panic. Wherever ggml's `gguf_init_from_file` checks something (unique keys and names,
+//! `general.alignment` a u32 power of two, tensor data back to back in declared order,
+//! rows of whole blocks, element counts below 2^63, names under 64 bytes) the reader is
+//! exactly as strict, so a file it accepts loads in llama.cpp. It also refuses what ggml
+//! lets through: invalid UTF-8, bools other than 0/1, NUL bytes in keys and names, keys
+//! over 65535 bytes, tensor data past the end of the file, alignments above
+//! [`MAX_ALIGNMENT`], and tensors with 0 dimensions (which ggml's writer never produces).
+//! Tensor types are limited to [`TensorType`]: kquant's [`QuantType`](crate::QuantType)s
+//! plus ggml's plain I8/I16/I32/I64/F64.
 //!
-//! The writer produces what ggml's `gguf_write_to_file` produces: version 3, the metadata
-//! and tensor infos in the order given, zero padding to the alignment after the tensor
-//! infos and after every tensor.
+//! The writer produces what ggml's `gguf_write_to_file` and gguf-py produce: version 3,
+//! the metadata and tensor infos in the order given, zero padding to the alignment after
+//! the tensor infos and after every tensor.
 //!
-//! Only little-endian files are supported.
+//! Only little-endian files are supported; big-endian ones are recognised and refused.
 
 mod reader;
 mod tensor;
