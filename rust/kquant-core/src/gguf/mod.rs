@@ -2,7 +2,7 @@
 //!
 //! The reader trusts nothing in the file. Every count, length and offset is checked against
 //! the bytes that remain before anything is allocated, so a hostile file costs time and
-//! memory proportional to its own size and ends in an [`Error`](crate::Error), never a
+//! memory proportional to its own size and ends in an [`Error`] and never a
 //! panic. Wherever ggml's `gguf_init_from_file` checks something (unique keys and names,
 //! `general.alignment` a u32 power of two, tensor data back to back in declared order,
 //! rows of whole blocks, element counts below 2^63, names under 64 bytes) the reader is

@@ -23,7 +23,7 @@ const MAX_RESERVE: usize = 1 << 16;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
     pub name: String,
-    /// Shape in ggml order: `dims[0]` (ne[0]) is the row length, the fastest-varying axis.
+    /// Shape in ggml order: `dims[0]` (`ne[0]`) is the row length, the fastest-varying axis.
     pub dims: Vec<u64>,
     pub ty: TensorType,
     /// Start of the data, relative to [`GgufFile::data_offset`].
