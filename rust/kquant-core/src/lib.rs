@@ -5,6 +5,7 @@
 //! row-oriented entry point the bindings call.
 
 pub mod error;
+pub mod gguf;
 pub mod ops;
 pub mod reference;
 pub mod types;
