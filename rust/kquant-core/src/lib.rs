@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod gguf;
+pub mod imatrix;
 pub mod ops;
 pub mod reference;
 pub mod types;
