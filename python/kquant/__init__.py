@@ -3,12 +3,17 @@
 from ._api import dequantize, get_num_threads, matmul, quantize, set_num_threads, vec_dot
 from ._kquant import __version__
 from ._types import QuantType, row_size, vec_dot_type
+from .gguf import GGUFReader, GGUFWriter
+from .imatrix import load_imatrix
 
 __all__ = [
+    "GGUFReader",
+    "GGUFWriter",
     "QuantType",
     "__version__",
     "dequantize",
     "get_num_threads",
+    "load_imatrix",
     "matmul",
     "quantize",
     "row_size",

@@ -4,16 +4,42 @@
 //! The Python package normalises inputs (dtype, contiguity, shape) before calling in,
 //! so these functions take C-contiguous 2-D arrays and a ggml type id.
 
+mod gguf;
 mod pool;
 
 use kquant_core::ops::{self, Rows};
 use kquant_core::{Error, QuantType};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+/// kquant errors as Python exceptions: ValueError for invalid input, OSError (the
+/// errno's subclass where there is one) for I/O failures.
+pub(crate) fn to_py_err(e: Error) -> PyErr {
+    match e {
+        Error::Invalid(m) => PyValueError::new_err(m),
+        Error::Io { message, code } => os_error(code, message, None),
+    }
+}
+
+/// OSError(errno, message[, filename]) built through OSError itself, which picks the
+/// subclass (FileNotFoundError, PermissionError, ...) that `except` clauses match.
+pub(crate) fn os_error(code: Option<i32>, message: String, filename: Option<&str>) -> PyErr {
+    let Some(code) = code else {
+        return PyOSError::new_err(message);
+    };
+    Python::attach(|py| {
+        let ty = py.get_type::<PyOSError>();
+        let made = match filename {
+            Some(f) => ty.call1((code, message, f)),
+            None => ty.call1((code, message)),
+        };
+        made.map_or_else(|e| e, PyErr::from_value)
+    })
+}
+
 fn value_error(e: Error) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    to_py_err(e)
 }
 
 fn qtype(id: u32) -> PyResult<QuantType> {
@@ -152,6 +178,9 @@ fn _kquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(type_table, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::gguf_parse, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::imatrix_parse, m)?)?;
+    m.add_class::<gguf::GgufFileWriter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
