@@ -14,11 +14,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tradeoffs(sub) -> None:
+    from .tradeoffs import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kquant", description="GGML / llama.cpp block quantization, byte-exact with ggml.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="quantize a built-in sample with every format; print size and error")
     d.set_defaults(func=_demo)
+    _add_tradeoffs(sub)
     return p
 
 
