@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod dispatch;
 pub mod error;
+pub mod gguf;
 pub mod ops;
 pub mod reference;
 pub mod types;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything kquant's tests need into .venv and runs the whole suite:
+# Rust unit, golden and parity tests, then pytest (golden vectors, hypothesis
+# properties against libgguf and gguf-py, API contract).
+# Golden vectors are read from ../shared/golden (or $KQUANT_GOLDEN).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "maturin>=1.5,<2" -r requirements-test.txt
+
+echo "== cargo test (kquant-core)"
+cargo test --release -p kquant-core
+
+echo "== build and install kquant"
+python -m pip install -q --no-deps --force-reinstall .
+
+echo "== pytest"
+HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} python -m pytest -q tests "$@"
