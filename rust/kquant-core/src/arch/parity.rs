@@ -66,6 +66,9 @@ fn inputs(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f32>)> {
         "sparse_spikes",
         (0..n).map(|_| if rng.below(29) == 0 { rng.normal() * 1e4 } else { 0.0 }).collect(),
     ));
+    // A common negative offset: formats with a minimum cancel most of it, so the
+    // float terms of their dots are far larger than the result.
+    v.push(("offset_-10", (0..n).map(|_| -10.0 - rng.unit()).collect()));
     v.push(("alternating", (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect()));
     // With the block extreme at -127 the scale is exactly 1, so the other values
     // land exactly on halves: ties away (Q8_0/Q8_1) and ties to even (Q8_K) differ here.
@@ -153,6 +156,10 @@ struct Ctx<'a> {
     report: &'a mut Report,
     variant: Variant,
     t: QuantType,
+    dots: usize,
+    dots_identical: usize,
+    /// Worst dot error relative to the summed terms, for formats with a minimum.
+    worst_terms: f64,
 }
 
 impl Ctx<'_> {
@@ -200,7 +207,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// Returns the relative error found.
+    /// Compares one dot; returns its error relative to `sum |w*y|`.
     fn dot(&mut self, simd: &Kernels, refk: &Kernels, partner: &Kernels, what: &str, x: &[u8], y: &[u8]) -> f64 {
         let (Some(sd), Some(rd)) = (simd.vec_dot, refk.vec_dot) else { return 0.0 };
         let n = x.len() / self.t.type_size() * self.t.block_size();
@@ -217,21 +224,56 @@ impl Ctx<'_> {
             return 0.0;
         }
         self.report.checks += 1;
-        if r == s || (r.is_nan() && s.is_nan()) {
-            // Equal, or both overflowed the f32 result the same way.
+        self.dots += 1;
+        if r.to_bits() == s.to_bits() || (r.is_nan() && s.is_nan()) {
+            // Identical, or both overflowed the f32 result the same way.
+            self.dots_identical += 1;
             return 0.0;
         }
+        // Formats with a minimum (w = d*q - m) sum terms much larger than w*y when the
+        // two parts cancel, and any two orders of float additions then differ by more
+        // than 1e-6 of sum |w*y|. Their bound is taken relative to the terms actually
+        // summed: sum |y| (|d*q| + |m|).
+        let terms = match min_fields(self.t) {
+            Some((d_at, m_at)) => {
+                let part = |zero_at: usize| {
+                    let mut xz = x.to_vec();
+                    for blk in xz.chunks_exact_mut(self.t.type_size()) {
+                        blk[zero_at..zero_at + 2].fill(0);
+                    }
+                    let mut w = vec![0.0f32; n];
+                    (refk.dequantize)(&xz, &mut w);
+                    w
+                };
+                let (a, b) = (part(m_at), part(d_at));
+                a.iter().zip(&b).zip(&wy).map(|((a, b), y)| (a.abs() as f64 + b.abs() as f64) * (*y as f64).abs()).sum()
+            }
+            None => scale,
+        };
         let err = (r - s).abs();
         // A final f32 rounding of the result is allowed on top of the relative bound.
-        let tol = 1e-6 * scale + r.abs() * f32::EPSILON as f64 + f32::MIN_POSITIVE as f64;
+        let tol = 1e-6 * scale.max(terms) + r.abs() * f32::EPSILON as f64 + f32::MIN_POSITIVE as f64;
         if !(err <= tol) {
             self.fail(format!("vec_dot {what} (n={n}): {s:e}, reference {r:e}, |diff| {err:e} > {tol:e}"));
+        }
+        if terms > scale {
+            self.worst_terms = self.worst_terms.max(err / terms);
         }
         if scale > 0.0 {
             err / scale
         } else {
             0.0
         }
+    }
+}
+
+/// Offsets of the f16 scale and minimum of the formats whose weights are `d*q - m`.
+fn min_fields(t: QuantType) -> Option<(usize, usize)> {
+    use QuantType::*;
+    match t {
+        Q4_1 | Q5_1 | Q4K | Q5K => Some((0, 2)),
+        Q2K => Some((80, 82)),
+        _ => None,
     }
 }
 
@@ -263,7 +305,7 @@ fn check_format(report: &mut Report, variant: Variant, t: QuantType, rng: &mut R
     let partner = reference::kernels(pt);
     let checks_before = report.checks;
     let mut worst = 0.0f64;
-    let mut ctx = Ctx { report, variant, t };
+    let mut ctx = Ctx { report, variant, t, dots: 0, dots_identical: 0, worst_terms: 0.0 };
     for n in row_lengths(t) {
         let rows = inputs(n, rng);
         let imat: Vec<f32> = (0..n).map(|_| rng.unit() * 2.0).collect();
@@ -279,7 +321,7 @@ fn check_format(report: &mut Report, variant: Variant, t: QuantType, rng: &mut R
             }
             if let (true, Some(pk)) = (adot && refk.vec_dot.is_some(), partner) {
                 // Partner rows from several inputs, quantized by the reference.
-                for (ywhat, yx) in rows.iter().filter(|(w, _)| matches!(*w, "normal" | "ramp" | "ties" | "huge_1e30")) {
+                for (ywhat, yx) in rows.iter().filter(|(w, _)| matches!(*w, "normal" | "ramp" | "ties" | "huge_1e30" | "offset_-10")) {
                     let mut yq = vec![0u8; pt.row_size(n).unwrap()];
                     (pk.quantize)(yx, &mut yq, None);
                     let e = ctx.dot(&simd, refk, pk, &format!("{what} . {ywhat}"), &q, &yq);
@@ -346,7 +388,18 @@ fn check_format(report: &mut Report, variant: Variant, t: QuantType, rng: &mut R
     let checked = ctx.report.checks - checks_before;
     let mark = |b: bool| if b { "simd" } else { "ref " };
     let dot = if refk.vec_dot.is_none() { "none" } else { mark(adot) };
-    let tail = if adot && refk.vec_dot.is_some() { format!(", worst dot err {worst:.1e} of sum|w*y|") } else { String::new() };
+    let tail = if adot && refk.vec_dot.is_some() {
+        let mut t = format!(
+            ", dots bit-identical {}/{}, worst {worst:.1e} of sum|w*y|",
+            ctx.dots_identical, ctx.dots
+        );
+        if ctx.worst_terms > 0.0 {
+            t += &format!(" ({:.1e} of sum |y|(|d*q|+|m|))", ctx.worst_terms);
+        }
+        t
+    } else {
+        String::new()
+    };
     report.lines.push(format!(
         "{:<14} {:<6} quantize {} dequantize {} vec_dot {}: {checked} checks{tail}",
         variant.name(),

@@ -253,8 +253,7 @@ pub unsafe fn dequantize_q2_k(q: &[u8], y: &mut [f32]) {
 pub unsafe fn vec_dot_q2_k(q: &[u8], yq: &[u8]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = 0.0f32;
+    let mut sumf = 0.0f32;
     for (xb, yb) in q.chunks_exact(Q2K).zip(yq.chunks_exact(Q8K)) {
         let xb = block::<Q2K>(xb);
         let yb = block::<Q8K>(yb);
@@ -277,10 +276,10 @@ pub unsafe fn vec_dot_q2_k(q: &[u8], yq: &[u8]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
-        acc_m -= dmin * summ as f32;
+        // One float step per block, as the reference: bit-identical.
+        sumf += dall * hsum_epi32(sumi) as f32 - dmin * summ as f32;
     }
-    hsum_ps(acc) + acc_m
+    sumf
 }
 
 // ---------------------------------------------------------------- Q3_K

@@ -1,5 +1,6 @@
 //! The 32-value formats Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL: dequantize and their dots
-//! with Q8_0 / Q8_1.
+//! with Q8_0 / Q8_1, and the Q8_0 x Q8_0 dot. The dots are bit-identical to the
+//! reference: exact integer block sums, then the reference's float steps in its order.
 //!
 //! Dots multiply unsigned by signed bytes with `maddubs`. Where the weights are signed
 //! the absolute value goes on the activation side (`|y| <= 128`) and the sign on the
@@ -101,65 +102,112 @@ pub unsafe fn dequantize_iq4_nl(q: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Shared loop of the signed-weight dots with Q8_0: `values` gives the 32 weights
-/// (each in [-127, 127]) of a block of `B` bytes.
+/// Four blocks' 8-lane partial sums to their four totals.
 #[inline(always)]
-unsafe fn dot_signed_q8_0<const B: usize>(q: &[u8], yq: &[u8], values: impl Fn(&[u8; B]) -> __m256i) -> f32 {
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut xs = q.chunks_exact(B);
-    let mut ys = yq.chunks_exact(Q8_0_BYTES);
-    // Two blocks per step, two accumulators: the FMA latency chain halves.
-    loop {
-        let (Some(x0), Some(y0)) = (xs.next(), ys.next()) else { break };
-        let (x0, y0) = (block::<B>(x0), block::<Q8_0_BYTES>(y0));
-        let p0 = dot_i8_no_min(load256(y0, 2), values(x0));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x0, 0) * f16_at(y0, 0)), _mm256_cvtepi32_ps(p0), acc0);
-        let (Some(x1), Some(y1)) = (xs.next(), ys.next()) else { break };
-        let (x1, y1) = (block::<B>(x1), block::<Q8_0_BYTES>(y1));
-        let p1 = dot_i8_no_min(load256(y1, 2), values(x1));
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x1, 0) * f16_at(y1, 0)), _mm256_cvtepi32_ps(p1), acc1);
+unsafe fn hsum4_epi32(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> [i32; 4] {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    let mut out = [0i32; 4];
+    _mm_storeu_si128(out.as_mut_ptr().cast(), s);
+    out
+}
+
+/// The block loop shared by the 32-value dots. `sums` gives a block's exact integer
+/// dot in 8 lanes; `term` turns the block total into the float the reference adds,
+/// with the reference's own order of float operations, and the terms are added in
+/// block order: the result is bit-identical to the reference.
+#[inline(always)]
+unsafe fn dot_blocks<const B: usize, const Y: usize>(
+    q: &[u8],
+    yq: &[u8],
+    sums: impl Fn(&[u8; B], &[u8; Y]) -> __m256i,
+    term: impl Fn(i32, &[u8; B], &[u8; Y]) -> f32,
+) -> f32 {
+    let mut sumf = 0.0f32;
+    let mut xs = q.chunks_exact(4 * B);
+    let mut ys = yq.chunks_exact(4 * Y);
+    for (x4, y4) in xs.by_ref().zip(ys.by_ref()) {
+        let xb: [&[u8; B]; 4] = std::array::from_fn(|k| block::<B>(&x4[k * B..(k + 1) * B]));
+        let yb: [&[u8; Y]; 4] = std::array::from_fn(|k| block::<Y>(&y4[k * Y..(k + 1) * Y]));
+        let t = hsum4_epi32(sums(xb[0], yb[0]), sums(xb[1], yb[1]), sums(xb[2], yb[2]), sums(xb[3], yb[3]));
+        for k in 0..4 {
+            sumf += term(t[k], xb[k], yb[k]);
+        }
     }
-    hsum_ps(_mm256_add_ps(acc0, acc1))
+    for (xb, yb) in xs.remainder().chunks_exact(B).zip(ys.remainder().chunks_exact(Y)) {
+        let (xb, yb) = (block::<B>(xb), block::<Y>(yb));
+        sumf += term(hsum_epi32(sums(xb, yb)), xb, yb);
+    }
+    sumf
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_0(q: &[u8], yq: &[u8]) -> f32 {
-    dot_signed_q8_0::<18>(q, yq, |xb| q4_0_values(xb))
+    dot_blocks::<18, Q8_0_BYTES>(
+        q,
+        yq,
+        |xb, yb| dot_i8_no_min(load256(yb, 2), q4_0_values(xb)),
+        |s, xb, yb| s as f32 * f16_at(xb, 0) * f16_at(yb, 0),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5_0(q: &[u8], yq: &[u8]) -> f32 {
-    dot_signed_q8_0::<22>(q, yq, |xb| q5_0_values(xb))
+    dot_blocks::<22, Q8_0_BYTES>(
+        q,
+        yq,
+        |xb, yb| dot_i8_no_min(load256(yb, 2), q5_0_values(xb)),
+        |s, xb, yb| (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32,
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_iq4_nl(q: &[u8], yq: &[u8]) -> f32 {
-    dot_signed_q8_0::<18>(q, yq, |xb| iq4_nl_values(xb))
+    dot_blocks::<18, Q8_0_BYTES>(
+        q,
+        yq,
+        |xb, yb| dot_i8_no_min(load256(yb, 2), iq4_nl_values(xb)),
+        |s, xb, yb| (f16_at(yb, 0) * f16_at(xb, 0)) * s as f32,
+    )
 }
 
-/// Shared loop of the unsigned-weight dots with Q8_1: the minimum enters through the
-/// activation block's `s = d * sum(q)`.
-#[inline(always)]
-unsafe fn dot_unsigned_q8_1<const B: usize>(q: &[u8], yq: &[u8], values: impl Fn(&[u8; B]) -> __m256i) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
-    for (xb, yb) in q.chunks_exact(B).zip(yq.chunks_exact(Q8_1_BYTES)) {
-        let xb = block::<B>(xb);
-        let yb = block::<Q8_1_BYTES>(yb);
-        let p = sum_pairs(_mm256_maddubs_epi16(values(xb), load256(yb, 4)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0)), _mm256_cvtepi32_ps(p), acc);
-        summs += f16_at(xb, 2) * f16_at(yb, 2);
-    }
-    hsum_ps(acc) + summs
+/// Q8_0 x Q8_0. The `maddubs` fast path is exact unless a byte of `y` is -128 (only
+/// hand-made blocks have one); such blocks take the widening path.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q8_0(q: &[u8], yq: &[u8]) -> f32 {
+    dot_blocks::<Q8_0_BYTES, Q8_0_BYTES>(
+        q,
+        yq,
+        |xb, yb| {
+            let (x, y) = (load256(xb, 2), load256(yb, 2));
+            if has_min_i8(y) {
+                dot_i8_wide(x, y)
+            } else {
+                dot_i8_no_min(x, y)
+            }
+        },
+        |s, xb, yb| s as f32 * (f16_at(xb, 0) * f16_at(yb, 0)),
+    )
 }
 
+/// Unsigned weights against Q8_1; the minimum enters through the activation block's
+/// `s = d * sum(q)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_1(q: &[u8], yq: &[u8]) -> f32 {
-    dot_unsigned_q8_1::<20>(q, yq, |xb| nibbles32(load128(xb, 4)))
+    dot_blocks::<20, Q8_1_BYTES>(
+        q,
+        yq,
+        |xb, yb| sum_pairs(_mm256_maddubs_epi16(nibbles32(load128(xb, 4)), load256(yb, 4))),
+        |s, xb, yb| (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32 + f16_at(xb, 2) * f16_at(yb, 2),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5_1(q: &[u8], yq: &[u8]) -> f32 {
-    dot_unsigned_q8_1::<24>(q, yq, |xb| q5_1_values(xb))
+    dot_blocks::<24, Q8_1_BYTES>(
+        q,
+        yq,
+        |xb, yb| sum_pairs(_mm256_maddubs_epi16(q5_1_values(xb), load256(yb, 4))),
+        |s, xb, yb| (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32 + f16_at(xb, 2) * f16_at(yb, 2),
+    )
 }

@@ -1,6 +1,7 @@
 //! The activation formats Q8_0, Q8_1 and Q8_K: quantizers byte-identical to the
 //! reference (roundf ties away from zero for Q8_0/Q8_1, ggml's `nearest_int` ties to
-//! even for Q8_K), dequantizers, and the Q8_0 x Q8_0 dot.
+//! even for Q8_K) and dequantizers. The Q8_0 x Q8_0 dot lives with the other 32-value
+//! dots in `legacy`.
 //!
 //! ggml's own AVX2 Q8_0 quantizer rounds ties to even and uses 127/amax as the inverse
 //! scale, so its bytes differ from `quantize_row_q8_0_ref`; these follow the reference.
@@ -184,21 +185,4 @@ pub unsafe fn dequantize_q8_k(q: &[u8], y: &mut [f32]) {
             scale_i8x32(load256(qb, QS + 32 * g), d, yb, 32 * g);
         }
     }
-}
-
-/// Q8_0 x Q8_0. The `maddubs` fast path is exact unless a byte of `y` is -128 (only
-/// hand-made blocks have one); such blocks take the widening path.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q8_0(q: &[u8], yq: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in q.chunks_exact(Q8_0_BYTES).zip(yq.chunks_exact(Q8_0_BYTES)) {
-        let xb = block::<Q8_0_BYTES>(xb);
-        let yb = block::<Q8_0_BYTES>(yb);
-        let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
-        let x = load256(xb, 2);
-        let y = load256(yb, 2);
-        let p = if has_min_i8(y) { dot_i8_wide(x, y) } else { dot_i8_no_min(x, y) };
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    hsum_ps(acc)
 }
