@@ -161,7 +161,7 @@ pub unsafe fn quantize_q8_k(x: &[f32], q: &mut [u8]) {
 pub unsafe fn dequantize_q8_0(q: &[u8], y: &mut [f32]) {
     for (qb, yb) in q.chunks_exact(Q8_0_BYTES).zip(y.chunks_exact_mut(QK)) {
         let qb = block::<Q8_0_BYTES>(qb);
-        let d = _mm256_set1_ps(f16_at(qb, 0));
+        let d = f16x8_at(qb, 0);
         scale_i8x32(load256(qb, 2), d, floats_mut::<QK>(yb), 0);
     }
 }
@@ -170,7 +170,7 @@ pub unsafe fn dequantize_q8_0(q: &[u8], y: &mut [f32]) {
 pub unsafe fn dequantize_q8_1(q: &[u8], y: &mut [f32]) {
     for (qb, yb) in q.chunks_exact(Q8_1_BYTES).zip(y.chunks_exact_mut(QK)) {
         let qb = block::<Q8_1_BYTES>(qb);
-        let d = _mm256_set1_ps(f16_at(qb, 0));
+        let d = f16x8_at(qb, 0);
         scale_i8x32(load256(qb, 4), d, floats_mut::<QK>(yb), 0);
     }
 }

@@ -3,11 +3,31 @@
 
 use std::arch::x86_64::*;
 
-/// One f16 (little-endian bytes) to f32 with F16C: exact, like `common::f16_to_f32`.
+/// The f16 at `b[at..at + 2]`, exact (F16C), in all 8 lanes.
+/// Broadcasting the 16 bits before converting keeps every lane in use; converting a
+/// lone value lets LLVM insert the 16 bits into a stale register, which makes each
+/// block's conversion wait for the previous block's last use of that register.
 #[inline(always)]
-pub unsafe fn f16_at(b: &[u8], at: usize) -> f32 {
-    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+pub unsafe fn f16x8_at<const N: usize>(b: &[u8; N], at: usize) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([b[at], b[at + 1]])))
+}
+
+/// The f16 at `b[at..at + 2]` to f32, exact. Written as assembly because LLVM turns
+/// the intrinsic version into a 16-bit insert into whatever register is free (often
+/// a loop's float accumulator), chaining every conversion to the previous iteration;
+/// `vmovd` writes the whole register.
+#[inline(always)]
+pub unsafe fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[at], b[at + 1]]) as u32;
+    let out: __m128;
+    std::arch::asm!(
+        "vmovd {v}, {w:e}",
+        "vcvtph2ps {v}, {v}",
+        w = in(reg) bits,
+        v = out(xmm_reg) out,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    _mm_cvtss_f32(out)
 }
 
 #[inline(always)]
@@ -97,6 +117,13 @@ pub unsafe fn sum_pairs(v: __m256i) -> __m256i {
 #[inline(always)]
 pub unsafe fn dot_i8_no_min(x: __m256i, y: __m256i) -> __m256i {
     sum_pairs(_mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(y, x)))
+}
+
+/// The i16 pair sums of `x . y` for signed `x` (any value) and `y` without -128,
+/// exact by the same argument as `dot_i8_no_min`.
+#[inline(always)]
+pub unsafe fn maddubs_signed(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(y, x))
 }
 
 /// Exact dot of any two signed byte vectors (widening to i16 first).
