@@ -4,6 +4,8 @@
 //! and floats match ggml's reference functions exactly. `ops` is the validated,
 //! row-oriented entry point the bindings call.
 
+pub mod arch;
+pub mod dispatch;
 pub mod error;
 pub mod gguf;
 pub mod imatrix;

@@ -7,7 +7,7 @@ use crate::reference::{self, Kernels};
 use crate::types::QuantType;
 
 fn kernels(t: QuantType) -> Result<&'static Kernels> {
-    reference::kernels(t).ok_or_else(|| Error::invalid(format!("{} is not implemented yet", t.name())))
+    crate::dispatch::kernels(t)
 }
 
 /// Geometry of a batch of rows, checked once.

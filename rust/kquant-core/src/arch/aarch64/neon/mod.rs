@@ -1,0 +1,144 @@
+//! NEON (Advanced SIMD) kernels. Each kernel is an `unsafe fn` compiled with
+//! `#[target_feature(enable = "neon")]`, or `"neon,dotprod"` for the SDOT flavour of
+//! the int8 dots, and is sound to call exactly when the CPU has those features; its
+//! slices may have any lengths (whole blocks are taken with `chunks_exact`, like the
+//! reference). The safe wrappers below are private and reach `dispatch` only through
+//! `overrides`, which demands a [`Neon`] token (and checks SDOT itself).
+
+mod float;
+mod kquants;
+mod legacy;
+mod q8;
+mod util;
+
+use crate::dispatch::Overrides;
+use crate::reference::{DequantizeFn, QuantizeFn, VecDotFn};
+use crate::types::QuantType;
+
+/// Proof that this CPU has Advanced SIMD; only [`Neon::detect`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Neon(());
+
+impl Neon {
+    pub fn detect() -> Option<Neon> {
+        std::arch::is_aarch64_feature_detected!("neon").then_some(Neon(()))
+    }
+}
+
+fn has_dotprod() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+macro_rules! safe {
+    (quantize $name:ident = $imp:path) => {
+        fn $name(x: &[f32], q: &mut [u8], _imat: Option<&[f32]>) {
+            // SAFETY: `$name` leaves this module only through `overrides`, whose `Neon`
+            // argument exists only after NEON was detected; `$imp` has no other
+            // precondition.
+            unsafe { $imp(x, q) }
+        }
+    };
+    (dequantize $name:ident = $imp:path) => {
+        fn $name(q: &[u8], y: &mut [f32]) {
+            // SAFETY: as for the quantizers: reachable only with a `Neon` token.
+            unsafe { $imp(q, y) }
+        }
+    };
+    (vec_dot $name:ident = $imp:path) => {
+        fn $name(q: &[u8], yq: &[u8]) -> f32 {
+            // SAFETY: as for the quantizers: reachable only with a `Neon` token.
+            unsafe { $imp(q, yq) }
+        }
+    };
+    // An int8 dot in two flavours: `$plain` needs NEON, `$sdot` NEON and SDOT.
+    (dots $plain:ident, $sdot:ident = $imp:ident) => {
+        fn $plain(q: &[u8], yq: &[u8]) -> f32 {
+            #[target_feature(enable = "neon")]
+            unsafe fn imp(q: &[u8], yq: &[u8]) -> f32 {
+                $imp::<false>(q, yq)
+            }
+            // SAFETY: reachable only through `overrides` with a `Neon` token.
+            unsafe { imp(q, yq) }
+        }
+        fn $sdot(q: &[u8], yq: &[u8]) -> f32 {
+            #[target_feature(enable = "neon,dotprod")]
+            unsafe fn imp(q: &[u8], yq: &[u8]) -> f32 {
+                $imp::<true>(q, yq)
+            }
+            // SAFETY: `overrides` hands this flavour out only with a `Neon` token and
+            // after checking that the CPU has SDOT (FEAT_DotProd).
+            unsafe { imp(q, yq) }
+        }
+    };
+}
+
+safe!(quantize quantize_q8_0 = q8::quantize_q8_0);
+safe!(quantize quantize_q8_1 = q8::quantize_q8_1);
+safe!(quantize quantize_q8_k = q8::quantize_q8_k);
+safe!(quantize quantize_f16 = float::quantize_f16);
+safe!(quantize quantize_bf16 = float::quantize_bf16);
+
+safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
+safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
+safe!(dequantize dequantize_q5_0 = legacy::dequantize_q5_0);
+safe!(dequantize dequantize_q5_1 = legacy::dequantize_q5_1);
+safe!(dequantize dequantize_iq4_nl = legacy::dequantize_iq4_nl);
+safe!(dequantize dequantize_q8_0 = q8::dequantize_q8_0);
+safe!(dequantize dequantize_q8_1 = q8::dequantize_q8_1);
+safe!(dequantize dequantize_q8_k = q8::dequantize_q8_k);
+safe!(dequantize dequantize_q2_k = kquants::dequantize_q2_k);
+safe!(dequantize dequantize_q3_k = kquants::dequantize_q3_k);
+safe!(dequantize dequantize_q4_k = kquants::dequantize_q4_k);
+safe!(dequantize dequantize_q5_k = kquants::dequantize_q5_k);
+safe!(dequantize dequantize_q6_k = kquants::dequantize_q6_k);
+safe!(dequantize dequantize_iq4_xs = kquants::dequantize_iq4_xs);
+safe!(dequantize dequantize_f16 = float::dequantize_f16);
+safe!(dequantize dequantize_bf16 = float::dequantize_bf16);
+
+safe!(vec_dot vec_dot_f16 = float::vec_dot_f16);
+safe!(vec_dot vec_dot_bf16 = float::vec_dot_bf16);
+safe!(vec_dot vec_dot_f32 = float::vec_dot_f32);
+
+use kquants::{vec_dot_iq4_xs, vec_dot_q2_k, vec_dot_q3_k, vec_dot_q4_k, vec_dot_q5_k, vec_dot_q6_k};
+use legacy::{vec_dot_iq4_nl, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q5_0, vec_dot_q5_1, vec_dot_q8_0};
+
+safe!(dots dot_q4_0, sdot_q4_0 = vec_dot_q4_0);
+safe!(dots dot_q4_1, sdot_q4_1 = vec_dot_q4_1);
+safe!(dots dot_q5_0, sdot_q5_0 = vec_dot_q5_0);
+safe!(dots dot_q5_1, sdot_q5_1 = vec_dot_q5_1);
+safe!(dots dot_q8_0, sdot_q8_0 = vec_dot_q8_0);
+safe!(dots dot_iq4_nl, sdot_iq4_nl = vec_dot_iq4_nl);
+safe!(dots dot_q2_k, sdot_q2_k = vec_dot_q2_k);
+safe!(dots dot_q3_k, sdot_q3_k = vec_dot_q3_k);
+safe!(dots dot_q4_k, sdot_q4_k = vec_dot_q4_k);
+safe!(dots dot_q5_k, sdot_q5_k = vec_dot_q5_k);
+safe!(dots dot_q6_k, sdot_q6_k = vec_dot_q6_k);
+safe!(dots dot_iq4_xs, sdot_iq4_xs = vec_dot_iq4_xs);
+
+/// The entries NEON accelerates for `t`; `dotprod` picks the SDOT int8 dots, and is
+/// ignored (plain NEON is used) when the CPU lacks SDOT.
+pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
+    use QuantType::*;
+    let sdot = dotprod && has_dotprod();
+    let pick = |plain: VecDotFn, with_sdot: VecDotFn| Some(if sdot { with_sdot } else { plain });
+    let (quantize, dequantize, vec_dot): (Option<QuantizeFn>, Option<DequantizeFn>, Option<VecDotFn>) = match t {
+        F32 => (None, None, Some(vec_dot_f32)),
+        F16 => (Some(quantize_f16), Some(dequantize_f16), Some(vec_dot_f16)),
+        BF16 => (Some(quantize_bf16), Some(dequantize_bf16), Some(vec_dot_bf16)),
+        Q4_0 => (None, Some(dequantize_q4_0), pick(dot_q4_0, sdot_q4_0)),
+        Q4_1 => (None, Some(dequantize_q4_1), pick(dot_q4_1, sdot_q4_1)),
+        Q5_0 => (None, Some(dequantize_q5_0), pick(dot_q5_0, sdot_q5_0)),
+        Q5_1 => (None, Some(dequantize_q5_1), pick(dot_q5_1, sdot_q5_1)),
+        Q8_0 => (Some(quantize_q8_0), Some(dequantize_q8_0), pick(dot_q8_0, sdot_q8_0)),
+        Q8_1 => (Some(quantize_q8_1), Some(dequantize_q8_1), None),
+        Q8K => (Some(quantize_q8_k), Some(dequantize_q8_k), None),
+        Q2K => (None, Some(dequantize_q2_k), pick(dot_q2_k, sdot_q2_k)),
+        Q3K => (None, Some(dequantize_q3_k), pick(dot_q3_k, sdot_q3_k)),
+        Q4K => (None, Some(dequantize_q4_k), pick(dot_q4_k, sdot_q4_k)),
+        Q5K => (None, Some(dequantize_q5_k), pick(dot_q5_k, sdot_q5_k)),
+        Q6K => (None, Some(dequantize_q6_k), pick(dot_q6_k, sdot_q6_k)),
+        IQ4NL => (None, Some(dequantize_iq4_nl), pick(dot_iq4_nl, sdot_iq4_nl)),
+        IQ4XS => (None, Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
+    };
+    Overrides { quantize, dequantize, vec_dot }
+}
