@@ -397,3 +397,39 @@ def test_console_entry_point_runs():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Q8_0" in r.stdout and "all-MiniLM-L6-v2" in r.stdout
+
+
+def test_cli_on_a_gguf_model_with_an_imatrix_file(tmp_path, capsys):
+    GGUFWriter = _gguf_writer()
+    a = weights(48, 256, 11)
+    b = weights(32, 512, 12)
+    path = tmp_path / "m.gguf"
+    w = GGUFWriter(path)
+    w.add_metadata("general.architecture", "llama")
+    w.add_metadata("llama.block_count", 1, type="u32")
+    w.add_tensor_info("blk.0.attn_q.weight", a.shape, Q.F16)
+    w.add_tensor_info("blk.0.ffn_down.weight", b.shape, Q.F32)
+    w.write_header()
+    w.write_tensor("blk.0.attn_q.weight", a.astype(np.float16))
+    w.write_tensor("blk.0.ffn_down.weight", b)
+    w.close()
+    # llama-imatrix's legacy format, one call: the stored values are the importances
+    imp = (np.random.default_rng(3).lognormal(0, 1, 256) ** 2).astype("<f4")
+    name = b"blk.0.attn_q.weight"
+    raw = struct.pack("<i", 1) + struct.pack("<i", len(name)) + name + struct.pack("<ii", 1, imp.size) + imp.tobytes()
+    (tmp_path / "imatrix.dat").write_bytes(raw)
+    out = tmp_path / "t.json"
+    assert cli_main(["tradeoffs", str(path), "--types", "Q4_K,Q2_K", "--imatrix", str(tmp_path / "imatrix.dat"),
+                     "--exact", "--json", str(out), "--quiet"]) == 0
+    assert "importance-weighted" in capsys.readouterr().out
+    d = json.loads(out.read_text())
+    assert d["imatrix"] and d["exact"]
+    x = a.astype(np.float16).astype(np.float32)
+    for t in ("Q4_K", "Q2_K"):
+        se, sx, mx = numpy_errors(x, t, imp)
+        got = next(e for e in d["tensors"] if e["name"] == "blk.0.attn_q.weight")["errors"][t]
+        assert got["rel_rmse"] == pytest.approx(math.sqrt(se / sx), rel=1e-9)
+        assert got["max_abs_err"] == pytest.approx(mx, rel=1e-6)
+        se, sx, _ = numpy_errors(b, t)
+        got = next(e for e in d["tensors"] if e["name"] == "blk.0.ffn_down.weight")["errors"][t]
+        assert got["rel_rmse"] == pytest.approx(math.sqrt(se / sx), rel=1e-9)

@@ -522,22 +522,30 @@ def plot(
 
 
 def _place_labels(fig: Any, ax: Any, pts: Sequence[Tuple[str, float, float, str, str]]) -> None:
-    # types of equal size (Q4_0 and IQ4_NL) sit on top of each other: stack their labels instead
+    # types of equal size (Q4_0 and IQ4_NL) sit on top of each other: try positions around each
+    # point, right then left, near then far, and take the first that covers no label or point
     fig.canvas.draw()
-    placed: List[Tuple[float, float, float, float]] = []
+    xy = [ax.transData.transform((x, y)) for _, x, y, _, _ in pts]
+    taken: List[Tuple[float, float, float, float]] = [(px - 5, py - 5, px + 5, py + 5) for px, py in xy]
+    h = 11.0
     order = sorted(range(len(pts)), key=lambda i: (pts[i][1], -pts[i][2]))
     for i in order:
         label, x, y, color, _ = pts[i]
-        px, py = ax.transData.transform((x, y))
-        w, h = 6.0 * len(label) + 4, 11.0
-        dy = 4.0
-        for _ in range(20):
-            box = (px + 6, py + dy, px + 6 + w, py + dy + h)
-            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+        px, py = xy[i]
+        w = 5.5 * len(label) + 4
+        tries = [(dx, dy) for k in range(8) for dy in (4 + k * (h + 1), -h - 4 - k * (h + 1))
+                 for dx in (6, -w - 6)]
+        for dx, dy in tries:
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
                 break
-            dy -= h + 1
-        placed.append(box)
-        ax.annotate(label, (x, y), textcoords="offset pixels", xytext=(6, dy), fontsize=8, color=color)
+        else:
+            dx, dy = tries[0]
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+        taken.append(box)
+        far = abs(dy) > h + 5
+        ax.annotate(label, (x, y), textcoords="offset pixels", xytext=(dx, dy), fontsize=8, color=color,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color=color, alpha=0.6) if far else None)
 
 
 def _pyplot() -> Any:
