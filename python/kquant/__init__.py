@@ -5,6 +5,7 @@ from ._kquant import __version__
 from ._types import QuantType, row_size, vec_dot_type
 from .gguf import GGUFReader, GGUFWriter
 from .imatrix import load_imatrix
+from .model import quantize_model
 from .tradeoffs import recommend
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "load_imatrix",
     "matmul",
     "quantize",
+    "quantize_model",
     "recommend",
     "row_size",
     "set_num_threads",

@@ -954,21 +954,23 @@ def plan_quantization(
 
 
 # --------------------------------------------------------------------------
-# GGUF helpers (need gguf-py)
+# GGUF helpers
 # --------------------------------------------------------------------------
 
 
 def _reader(source: Any) -> Any:
-    if hasattr(source, "tensors") and hasattr(source, "fields"):
+    """A GGUF reader: kquant's own for paths; readers passed in are used as they are
+    (kquant.GGUFReader, or gguf-py's GGUFReader, which has ``fields``)."""
+    if hasattr(source, "tensors") and (hasattr(source, "metadata") or hasattr(source, "fields")):
         return source
-    try:
-        from gguf import GGUFReader
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading GGUF files needs gguf-py: pip install gguf") from e
+    from .gguf import GGUFReader
+
     return GGUFReader(os.fspath(source))
 
 
 def _reader_metadata(reader: Any) -> Dict[str, Any]:
+    if hasattr(reader, "metadata"):
+        return {k: v for k, v in reader.metadata.items() if not k.startswith("tokenizer.")}
     meta: Dict[str, Any] = {}
     for key, f in reader.fields.items():
         if key.startswith("tokenizer."):
@@ -981,13 +983,16 @@ def _reader_metadata(reader: Any) -> Dict[str, Any]:
 
 
 def tensors_from_gguf(source: Any) -> List[TensorSpec]:
-    """The tensors of a GGUF file (path or ``gguf.GGUFReader``) as TensorSpecs.
-
-    Raises ValueError for a tensor type kquant does not know.
-    """
+    """The tensors of a GGUF file (a path, a kquant.GGUFReader or a gguf-py reader) as
+    TensorSpecs. Raises ValueError for a tensor type kquant does not know."""
     reader = _reader(source)
     out = []
     for t in reader.tensors:
+        if hasattr(reader, "metadata"):  # kquant: NumPy-order shape, qtype already typed
+            if not isinstance(t.qtype, QuantType):
+                raise ValueError(f"{t.name}: tensor type {t.qtype!r} is not a kquant quantization type")
+            out.append(TensorSpec.from_numpy(t.name, t.shape, t.qtype))
+            continue
         try:
             qt = QuantType(int(t.tensor_type))
         except ValueError:
