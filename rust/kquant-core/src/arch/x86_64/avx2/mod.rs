@@ -64,6 +64,9 @@ safe!(quantize quantize_bf16 = float::quantize_bf16);
 safe!(quantize_imat quantize_q4_k = quant::quantize_q4_k);
 safe!(quantize_imat quantize_q5_k = quant::quantize_q5_k);
 safe!(quantize_imat quantize_q6_k = quant::quantize_q6_k);
+safe!(quantize_imat quantize_q3_k = quant::quantize_q3_k);
+safe!(quantize_imat quantize_q2_k = quant::quantize_q2_k);
+safe!(quantize_imat quantize_iq4_xs = quant::quantize_iq4_xs);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -112,13 +115,13 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         Q8_0 => (Some(quantize_q8_0 as _), Some(dequantize_q8_0 as _), Some(vec_dot_q8_0 as _)),
         Q8_1 => (Some(quantize_q8_1 as _), Some(dequantize_q8_1 as _), None),
         Q8K => (Some(quantize_q8_k as _), Some(dequantize_q8_k as _), None),
-        Q2K => (None, Some(dequantize_q2_k as _), Some(vec_dot_q2_k as _)),
-        Q3K => (None, Some(dequantize_q3_k as _), Some(vec_dot_q3_k as _)),
+        Q2K => (Some(quantize_q2_k as _), Some(dequantize_q2_k as _), Some(vec_dot_q2_k as _)),
+        Q3K => (Some(quantize_q3_k as _), Some(dequantize_q3_k as _), Some(vec_dot_q3_k as _)),
         Q4K => (Some(quantize_q4_k as _), Some(dequantize_q4_k as _), Some(vec_dot_q4_k as _)),
         Q5K => (Some(quantize_q5_k as _), Some(dequantize_q5_k as _), Some(vec_dot_q5_k as _)),
         Q6K => (Some(quantize_q6_k as _), Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
         IQ4NL => (None, Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
-        IQ4XS => (None, Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
+        IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
     };
     Overrides { quantize, dequantize, vec_dot }
 }

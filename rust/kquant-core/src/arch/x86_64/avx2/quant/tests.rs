@@ -15,6 +15,9 @@ fn simd_quantizers() -> Vec<(QuantType, Simd)> {
         (Q4K, super::quantize_q4_k as Simd),
         (Q5K, super::quantize_q5_k as Simd),
         (Q6K, super::quantize_q6_k as Simd),
+        (Q3K, super::quantize_q3_k as Simd),
+        (Q2K, super::quantize_q2_k as Simd),
+        (IQ4XS, super::quantize_iq4_xs as Simd),
     ]
 }
 
