@@ -604,7 +604,7 @@ const XS_BYTES: usize = 136;
 /// 32 indices (i32, four vectors in value order) to the 16 bytes of an IQ4 sub-block:
 /// byte `j` holds index `j` low and index `j + 16` high.
 #[inline(always)]
-pub(super) unsafe fn iq4_pack16(v: [I; 4]) -> __m128i {
+unsafe fn iq4_pack16(v: [I; 4]) -> __m128i {
     let b = pack_u8(v[0], v[1], v[2], v[3]);
     let lo = _mm256_castsi256_si128(b);
     let hi = _mm256_extracti128_si256::<1>(b);

@@ -18,6 +18,11 @@ fn simd_quantizers() -> Vec<(QuantType, Simd)> {
         (Q3K, super::quantize_q3_k as Simd),
         (Q2K, super::quantize_q2_k as Simd),
         (IQ4XS, super::quantize_iq4_xs as Simd),
+        (IQ4NL, super::quantize_iq4_nl as Simd),
+        (Q4_0, super::quantize_q4_0 as Simd),
+        (Q4_1, super::quantize_q4_1 as Simd),
+        (Q5_0, super::quantize_q5_0 as Simd),
+        (Q5_1, super::quantize_q5_1 as Simd),
     ]
 }
 
