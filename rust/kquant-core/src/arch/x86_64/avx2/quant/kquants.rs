@@ -342,11 +342,6 @@ unsafe fn pack_2bit(v: [I; 4]) -> I {
     )
 }
 
-/// Lane `j` (of 16, two vectors) of per-value, per-lane results `t`, for value `i`.
-#[inline(always)]
-unsafe fn lane_of<const N: usize>(t: &[[V; 2]; N], i: usize, j: usize) -> f32 {
-    lanes(t[i][j / 8])[j % 8]
-}
 
 // ---------------------------------------------------------------------------------
 // Q3_K
@@ -407,46 +402,65 @@ unsafe fn k3_finish(xb: &[f32], qb: &mut [u8], search: impl Fn(usize, usize) -> 
     }
 }
 
-/// 8 values of lane `j` of transposed float levels, starting at value `8h`.
+/// 8 values of group `j` (lane `j % 8` of vector `j / 8`) of transposed float
+/// levels, starting at value `8h`.
 #[inline(always)]
-unsafe fn gather_lane(t: &[[V; 2]; 16], j: usize, h: usize) -> I {
+unsafe fn gather_lane<const K: usize>(t: &[[V; K]; 16], j: usize, h: usize) -> I {
     let mut a = [0i32; 8];
     for (e, o) in a.iter_mut().enumerate() {
-        *o = lane_of(t, 8 * h + e, j) as i32;
+        *o = lanes(t[8 * h + e][j / 8])[j % 8] as i32;
     }
     _mm256_loadu_si256(a.as_ptr().cast())
 }
 
+/// `quantize_block_ref` of Q3_K for `NB` consecutive super-blocks (`K = 2 * NB`).
+#[inline(always)]
+unsafe fn k3_ref_blocks<const NB: usize, const K: usize>(x: &[f32], q: &mut [u8]) {
+    debug_assert_eq!(K, 2 * NB);
+    let xt = load_groups::<16, K>(x, 16);
+    let (scale_v, levels) = q3_search(&xt, 4);
+    for b in 0..NB {
+        let xb = &x[QK_K * b..QK_K * (b + 1)];
+        let qb = &mut q[K3_BYTES * b..K3_BYTES * (b + 1)];
+        let scales: [f32; 16] = to_groups(&[scale_v[2 * b], scale_v[2 * b + 1]]);
+        let mut max_scale = 0.0f32;
+        let mut amax = 0.0f32;
+        for &s in &scales {
+            if s.abs() > amax {
+                amax = s.abs();
+                max_scale = s;
+            }
+        }
+        if max_scale != 0.0 {
+            let iscale = -32.0f32 / max_scale;
+            let mut codes = [0u8; 16];
+            for (c, &s) in codes.iter_mut().zip(&scales) {
+                *c = ((nearest_int(iscale * s) as i8 as i32).clamp(-32, 31) + 32) as u8;
+            }
+            k3_pack_scales(qb, &codes);
+            write_f16(qb, K3_D, 1.0 / iscale);
+        } else {
+            qb[K3_SCALES..K3_SCALES + 12].fill(0);
+            write_f16(qb, K3_D, 0.0);
+        }
+        k3_finish(xb, qb, |j, h| gather_lane(&levels, 16 * b + j, h));
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_q3_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+    if imat.is_none() {
+        // (more super-blocks side by side measured no faster: the passes are bound
+        // by throughput once two vectors interleave)
+        for (xb, qb) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(K3_BYTES)) {
+            k3_ref_blocks::<1, 2>(xb, qb);
+        }
+        return;
+    }
     for (k, (xb, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(K3_BYTES)).enumerate() {
         let xt = load_groups::<16, 2>(xb, 16);
         match imat {
-            None => {
-                let (scale_v, levels) = q3_search(&xt, 4);
-                let scales: [f32; 16] = to_groups(&scale_v);
-                let mut max_scale = 0.0f32;
-                let mut amax = 0.0f32;
-                for &s in &scales {
-                    if s.abs() > amax {
-                        amax = s.abs();
-                        max_scale = s;
-                    }
-                }
-                if max_scale != 0.0 {
-                    let iscale = -32.0f32 / max_scale;
-                    let mut codes = [0u8; 16];
-                    for (c, &s) in codes.iter_mut().zip(&scales) {
-                        *c = ((nearest_int(iscale * s) as i8 as i32).clamp(-32, 31) + 32) as u8;
-                    }
-                    k3_pack_scales(qb, &codes);
-                    write_f16(qb, K3_D, 1.0 / iscale);
-                } else {
-                    qb[K3_SCALES..K3_SCALES + 12].fill(0);
-                    write_f16(qb, K3_D, 0.0);
-                }
-                k3_finish(xb, qb, |j, h| gather_lane(&levels, j, h));
-            }
+            None => unreachable!(),
             Some(w) => {
                 let qw = load_groups::<16, 2>(&w[QK_K * k..QK_K * (k + 1)], 16);
                 let sigma2 = set(2.0 * block_sum_sq::<1>(xb)[0] / QK_K as f32);

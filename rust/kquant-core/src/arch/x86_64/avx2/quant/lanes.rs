@@ -469,10 +469,17 @@ pub unsafe fn q3_search<const N: usize, const K: usize>(x: &[[V; K]; N], nmax: i
             suml2[k] = add(suml2[k], mul(mul(w[i][k], q), q));
         }
     }
+    // A pass without changes leaves a lane's state as it was, so a vector of lanes
+    // stops at its first pass without changes (the reference stops each lane at its
+    // own; further passes would not disturb those lanes).
+    let mut active = [true; K];
     for _ in 0..5 {
-        let mut changed = zero();
+        let mut changed = [zero(); K];
         for i in 0..N {
             for k in 0..K {
+                if !active[k] {
+                    continue;
+                }
                 let v = x[i][k];
                 let cur = l[i][k];
                 let slx = sub(sumlx[k], mul(wx[i][k], cur));
@@ -488,12 +495,15 @@ pub unsafe fn q3_search<const N: usize, const K: usize>(x: &[[V; K]; N], nmax: i
                 l[i][k] = sel(take, new_l, cur);
                 sumlx[k] = sel(take, slx2, sumlx[k]);
                 suml2[k] = sel(take, sl22, suml2[k]);
-                changed = or(changed, take);
+                changed[k] = or(changed[k], take);
             }
         }
-        // a pass without changes leaves every lane's state as it was, so lanes that
-        // the reference would have stopped earlier are not disturbed by later passes
-        if !any(changed) {
+        let mut any_active = false;
+        for k in 0..K {
+            active[k] = active[k] && any(changed[k]);
+            any_active |= active[k];
+        }
+        if !any_active {
             break;
         }
     }
