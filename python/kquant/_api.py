@@ -13,7 +13,7 @@ import numpy.typing as npt
 from . import _kquant
 from ._types import GEOMETRY, QTypeLike, QuantType, row_size, vec_dot_type
 
-__all__ = ["quantize", "dequantize", "vec_dot", "matmul", "set_num_threads", "get_num_threads"]
+__all__ = ["quantize", "dequantize", "vec_dot", "matmul", "set_num_threads", "get_num_threads", "isa", "available_isas"]
 
 
 def _memory_bytes() -> int:
@@ -172,6 +172,16 @@ def set_num_threads(n: int) -> None:
     if n > 1 << 31:  # would be OverflowError converting to usize; the extension's own cap is far lower
         raise ValueError(f"the number of threads must be at most a few thousand, got {n}")
     _kquant.set_num_threads(int(n))
+
+
+def isa() -> str:
+    """The kernel path in use: "avx2", "neon" or "scalar" (`KQUANT_ISA` forces one)."""
+    return _kquant.isa()
+
+
+def available_isas() -> list:
+    """Every kernel path this CPU runs, scalar first."""
+    return list(_kquant.available_isas())
 
 
 def get_num_threads() -> int:
