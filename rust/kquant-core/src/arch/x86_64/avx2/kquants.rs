@@ -312,48 +312,75 @@ pub unsafe fn dequantize_q2_k(q: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Q2_K x Q8_K, bit-identical to the reference: exact integer sums, then one float
-/// step per block in the reference's order.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q2_k(q: &[u8], yq: &[u8]) -> f32 {
+/// One Q2_K block against its Q8_K block: the scaled level sums and the min sums,
+/// each exact in 8 i32 lanes.
+#[inline(always)]
+unsafe fn q2k_sums(xb: &[u8; Q2K], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0f);
-    let mut sumf = 0.0f32;
-    for (xb, yb) in q.chunks_exact(Q2K).zip(yq.chunks_exact(Q8K)) {
-        let xb = block::<Q2K>(xb);
-        let yb = block::<Q8K>(yb);
-        let sc = load128(xb, 0);
-        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
-        let summ = _mm256_madd_epi16(load256(yb, BSUMS), mins);
-        let scales = scale_regs(_mm_and_si128(sc, m4));
-        let mut s0 = _mm256_setzero_si256();
-        let mut s1 = _mm256_setzero_si256();
-        for n in 0..2 {
-            let mut bits = load256(xb, 16 + 32 * n);
-            for j in 0..4 {
-                let v = _mm256_and_si256(bits, m3);
-                bits = _mm256_srli_epi16(bits, 2);
-                let p = _mm256_maddubs_epi16(v, load256(yb, QS + 128 * n + 32 * j));
-                let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[n], pick16(2 * j, 2 * j + 1)));
-                if j % 2 == 0 {
-                    s0 = _mm256_add_epi32(s0, p);
-                } else {
-                    s1 = _mm256_add_epi32(s1, p);
-                }
+    let sc = load128(xb, 0);
+    let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
+    let summ = _mm256_madd_epi16(load256(yb, BSUMS), mins);
+    let scales = scale_regs(_mm_and_si128(sc, m4));
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_setzero_si256();
+    for n in 0..2 {
+        let mut bits = load256(xb, 16 + 32 * n);
+        for j in 0..4 {
+            let v = _mm256_and_si256(bits, m3);
+            bits = _mm256_srli_epi16(bits, 2);
+            let p = _mm256_maddubs_epi16(v, load256(yb, QS + 128 * n + 32 * j));
+            let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[n], pick16(2 * j, 2 * j + 1)));
+            if j % 2 == 0 {
+                s0 = _mm256_add_epi32(s0, p);
+            } else {
+                s1 = _mm256_add_epi32(s1, p);
             }
         }
-        // Both sums at once: isum in the low half, summs in the high half.
-        let both = _mm256_hadd_epi32(_mm256_add_epi32(s0, s1), summ);
-        let both = _mm_add_epi32(_mm256_castsi256_si128(both), _mm256_extracti128_si256(both, 1));
-        let both = _mm_hadd_epi32(both, both);
-        let isum = _mm_cvtsi128_si32(both);
-        let summs = _mm_extract_epi32(both, 1);
-        let yd = f32_at(yb, 0);
-        let dall = yd * f16_at(xb, 80);
-        let dmin = yd * f16_at(xb, 82);
-        sumf += dall * isum as f32 - dmin * summs as f32;
     }
-    sumf
+    (_mm256_add_epi32(s0, s1), summ)
+}
+
+/// Q2_K x Q8_K. Each block's term `dall * isum - dmin * summs` is the reference's, bit
+/// for bit (exact integer sums, the same float steps); four blocks go at a time and the
+/// terms are summed in four lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q2_k(q: &[u8], yq: &[u8]) -> f32 {
+    let group = |xb: [&[u8; Q2K]; 4], yb: [&[u8; Q8K]; 4]| -> __m128 {
+        let s: [(__m256i, __m256i); 4] = std::array::from_fn(|k| q2k_sums(xb[k], yb[k]));
+        // isum of the four blocks in lanes 0..4 of the low half, summs in the high half.
+        let a = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0].0, s[1].0), _mm256_hadd_epi32(s[2].0, s[3].0));
+        let b = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0].1, s[1].1), _mm256_hadd_epi32(s[2].1, s[3].1));
+        let isum = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+        let summs = _mm_add_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+        let yd = _mm_setr_ps(f32_at(yb[0], 0), f32_at(yb[1], 0), f32_at(yb[2], 0), f32_at(yb[3], 0));
+        let h = |at: usize| {
+            let v = |k: usize| u16::from_le_bytes([xb[k][at], xb[k][at + 1]]) as u64;
+            _mm_cvtph_ps(_mm_cvtsi64_si128((v(0) | v(1) << 16 | v(2) << 32 | v(3) << 48) as i64))
+        };
+        let dall = _mm_mul_ps(yd, h(80));
+        let dmin = _mm_mul_ps(yd, h(82));
+        _mm_sub_ps(_mm_mul_ps(dall, _mm_cvtepi32_ps(isum)), _mm_mul_ps(dmin, _mm_cvtepi32_ps(summs)))
+    };
+    let mut acc = _mm_setzero_ps();
+    let mut xs = q.chunks_exact(4 * Q2K);
+    let mut ys = yq.chunks_exact(4 * Q8K);
+    for (x4, y4) in xs.by_ref().zip(ys.by_ref()) {
+        let xb = std::array::from_fn(|k| block::<Q2K>(&x4[k * Q2K..(k + 1) * Q2K]));
+        let yb = std::array::from_fn(|k| block::<Q8K>(&y4[k * Q8K..(k + 1) * Q8K]));
+        acc = _mm_add_ps(acc, group(xb, yb));
+    }
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    let left = (xr.len() / Q2K).min(yr.len() / Q8K);
+    if left > 0 {
+        // Pad with copies of the first block and keep only the real lanes.
+        let xb = std::array::from_fn(|k| block::<Q2K>(&xr[k.min(left - 1) * Q2K..][..Q2K]));
+        let yb = std::array::from_fn(|k| block::<Q8K>(&yr[k.min(left - 1) * Q8K..][..Q8K]));
+        let keep = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_set1_epi32(left as i32), _mm_setr_epi32(0, 1, 2, 3)));
+        acc = _mm_add_ps(acc, _mm_and_ps(keep, group(xb, yb)));
+    }
+    let s = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 // ---------------------------------------------------------------- Q3_K

@@ -121,8 +121,11 @@ unsafe fn hsum4<const I16: bool>(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m2
 /// The f16 fields at `at` of four blocks, widened, in one vector.
 #[inline(always)]
 unsafe fn f16x4<const B: usize>(b: &[&[u8; B]; 4], at: usize) -> __m128 {
-    let h = |k: usize| i16::from_le_bytes([b[k][at], b[k][at + 1]]);
-    _mm_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), 0, 0, 0, 0))
+    // Assembled in a general register: the integer units are idle here, while four
+    // vector inserts would compete with the dot itself.
+    let h = |k: usize| u16::from_le_bytes([b[k][at], b[k][at + 1]]) as u64;
+    let packed = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+    _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64))
 }
 
 /// The block loop shared by the 32-value dots. `sums` gives a block's exact integer
