@@ -253,22 +253,25 @@ pub unsafe fn dequantize_q6_k(q: &[u8], y: &mut [f32]) {
     }
 }
 
+/// Q6_K x Q8_K. The levels' offset of 32 is taken out once per block through the
+/// Q8_K block sums (`32 * sum_g scale_g * bsum_g`), as ggml's NEON kernel does; like
+/// every Q8_K consumer this relies on the sums matching the quants.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q6_k(q: &[u8], yq: &[u8]) -> f32 {
-    let off = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in q.chunks_exact(Q6K).zip(yq.chunks_exact(Q8K)) {
         let xb = block::<Q6K>(xb);
         let yb = block::<Q8K>(yb);
         let d = f16_at(xb, 208) * f32_at(yb, 0);
-        let scales = scale_regs(load128(xb, 192));
+        let sc8 = load128(xb, 192);
+        let scales = scale_regs(sc8);
+        let offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load256(yb, BSUMS)), 5);
         let mut s0 = _mm256_setzero_si256();
-        let mut s1 = _mm256_setzero_si256();
+        let mut s1 = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
         for n in 0..2 {
             let v = q6_values(xb, n);
             for (k, vk) in v.into_iter().enumerate() {
-                let y = load256(yb, QS + 128 * n + 32 * k);
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(vk, y), _mm256_maddubs_epi16(off, y));
+                let p = _mm256_maddubs_epi16(vk, load256(yb, QS + 128 * n + 32 * k));
                 let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[n], pick16(2 * k, 2 * k + 1)));
                 if k % 2 == 0 {
                     s0 = _mm256_add_epi32(s0, p);
