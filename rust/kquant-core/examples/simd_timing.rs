@@ -70,7 +70,13 @@ fn main() {
                 }) / ROWS as f64
             });
             let (aq, _, _) = dispatch::accelerated(v, t);
-            let quant = (aq || v.isa == dispatch::Isa::Scalar && matches!(t, QuantType::Q8_0 | QuantType::Q8_1 | QuantType::Q8K | QuantType::F16 | QuantType::BF16)).then(|| {
+            let quant = (aq
+                || v.isa == dispatch::Isa::Scalar
+                    && matches!(
+                        t,
+                        QuantType::Q8_0 | QuantType::Q8_1 | QuantType::Q8K | QuantType::F16 | QuantType::BF16
+                    ))
+            .then(|| {
                 let mut out = vec![0u8; rb];
                 best_secs(|| (k.quantize)(std::hint::black_box(&x[..N]), &mut out, None))
             });

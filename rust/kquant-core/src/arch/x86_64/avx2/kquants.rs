@@ -9,6 +9,8 @@
 //! (lane-wise, the same single rounding), then `scale * q` and `- min` as separate
 //! roundings (never fused).
 
+#![allow(clippy::needless_range_loop)] // loops over halves index several per-half tables
+
 use std::arch::x86_64::*;
 
 use super::legacy::IQ4NL_LEVELS;

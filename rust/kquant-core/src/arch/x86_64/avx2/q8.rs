@@ -140,10 +140,8 @@ pub unsafe fn quantize_q8_k(x: &[f32], q: &mut [u8]) {
             }
             let lo = _mm256_packus_epi32(v[0], v[1]);
             let hi = _mm256_packus_epi32(v[2], v[3]);
-            let bytes = _mm256_permutevar8x32_epi32(
-                _mm256_packus_epi16(lo, hi),
-                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-            );
+            let bytes =
+                _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             store256(qb, QS + 32 * g, bytes);
             // Signed byte sums via unsigned SAD of the bytes offset by 128.
             let sad = _mm256_sad_epu8(_mm256_xor_si256(bytes, flip), _mm256_setzero_si256());
