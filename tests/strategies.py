@@ -39,7 +39,7 @@ def make_rows(kind: str, seed: int, nrows: int, n: int, log2_scale: int) -> np.n
 
 
 @st.composite
-def rows(draw, block: int, max_blocks: int = 8, max_rows: int = 3, scales=(-40, -12, -4, 0, 0, 0, 3, 12, 40)):
+def rows(draw, block: int, max_blocks: int = 8, max_rows: int = 3, scales=(-140, -126, -40, -12, -4, 0, 0, 0, 3, 12, 40, 120)):
     kind = draw(st.sampled_from(KINDS))
     seed = draw(st.integers(0, 2**32 - 1))
     nrows = draw(st.integers(1, max_rows))

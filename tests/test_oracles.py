@@ -28,6 +28,17 @@ WEIGHT_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", 
 LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 
 
+def assert_same_floats(got: np.ndarray, want: np.ndarray) -> None:
+    """Same non-finite positions; finite values equal to f32 rounding (gguf-py orders
+    its NumPy operations differently from ggml's C)."""
+    assert got.shape == want.shape
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want)) and np.array_equal(got[np.isinf(got)], want[np.isinf(want)])
+    fin = np.isfinite(want)
+    atol = np.abs(want[fin]).max(initial=0.0) * 1e-6 + 1e-37
+    np.testing.assert_allclose(got[fin], want[fin], rtol=2e-6, atol=atol)
+
+
 def _diff(a: np.ndarray, b: np.ndarray) -> str:
     bad = np.argwhere(a != b)
     return f"{len(bad)} bytes differ, first at {tuple(bad[0])}: {a[tuple(bad[0])]} vs {b[tuple(bad[0])]}"
@@ -57,10 +68,7 @@ def test_gguf_py_dequantize(name, data):
     x = data.draw(rows(max(t.block_size, 32), max_blocks=4))
     q = kquant.quantize(x, t)
     want = gguf_quants.dequantize(q, GGMLQuantizationType(t.value)).astype(np.float32)
-    got = kquant.dequantize(q, t)
-    assert got.shape == want.shape
-    # gguf-py computes in NumPy with its own operation order; values agree to f32 rounding
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=np.abs(want).max() * 1e-6 + 1e-37)
+    assert_same_floats(kquant.dequantize(q, t), want)
 
 
 @pytest.mark.parametrize("name", LEGACY + ["BF16"])
@@ -82,11 +90,11 @@ def test_random_bytes_dequantize_like_gguf_py(data):
     rng = np.random.default_rng(seed)
     nb = data.draw(st.integers(1, 4))
     q = rng.integers(0, 256, (2, nb * t.type_size), dtype=np.uint8)
-    # keep the f16/f32 scales finite so that both sides compare numbers, not NaN payloads
     got = kquant.dequantize(q, t)
     if name == "Q8_K":
-        return  # gguf-py has no Q8_K; checked against golden instead
-    want = gguf_quants.dequantize(q, GGMLQuantizationType(t.value)).astype(np.float32)
-    fin = np.isfinite(want) & np.isfinite(got)
-    assert np.array_equal(np.isfinite(want), np.isfinite(got))
-    np.testing.assert_allclose(got[fin], want[fin], rtol=2e-6, atol=np.abs(want[fin]).max(initial=0) * 1e-6 + 1e-37)
+        # gguf-py has no Q8_K: d * q by definition
+        d = q.reshape(2, nb, t.type_size)[:, :, :4].copy().view(np.float32)
+        qs = q.reshape(2, nb, t.type_size)[:, :, 4:260].view(np.int8).astype(np.float32)
+        assert_same_floats(got, (d * qs).reshape(2, -1))
+        return
+    assert_same_floats(got, gguf_quants.dequantize(q, GGMLQuantizationType(t.value)).astype(np.float32))

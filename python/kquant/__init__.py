@@ -3,14 +3,23 @@
 from ._api import dequantize, get_num_threads, matmul, quantize, set_num_threads, vec_dot
 from ._kquant import __version__
 from ._types import QuantType, row_size, vec_dot_type
+from .gguf import GGUFReader, GGUFWriter
+from .imatrix import load_imatrix
+from .model import quantize_model
+from .tradeoffs import recommend
 
 __all__ = [
+    "GGUFReader",
+    "GGUFWriter",
     "QuantType",
     "__version__",
     "dequantize",
     "get_num_threads",
+    "load_imatrix",
     "matmul",
     "quantize",
+    "quantize_model",
+    "recommend",
     "row_size",
     "set_num_threads",
     "vec_dot",

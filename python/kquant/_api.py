@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any, Optional
@@ -10,31 +11,61 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _kquant
-from ._types import QTypeLike, QuantType, row_size, vec_dot_type
+from ._types import GEOMETRY, QTypeLike, QuantType, row_size, vec_dot_type
 
 __all__ = ["quantize", "dequantize", "vec_dot", "matmul", "set_num_threads", "get_num_threads"]
 
 
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the 64-bit user address space
+        return 1 << 47
+
+
+_MEMORY_BYTES = _memory_bytes()
+_F32 = np.dtype(np.float32)
+_PARTNER = {t: vec_dot_type(t) for t in QuantType}  # native byte order: '>f4' must not take the fast path
+
+
+def _check_size(nbytes: int, what: str) -> None:
+    """Refuse before allocating: a broadcast or strided view can describe terabytes
+    in a few bytes, and the copy or the result would end in MemoryError or an abort."""
+    if nbytes > _MEMORY_BYTES:
+        raise ValueError(f"{what} would take {nbytes} bytes, more than this machine's {_MEMORY_BYTES} bytes of memory")
+
+
 def _floats(x: Any, what: str) -> np.ndarray:
-    """A C-contiguous native float32 array with the same values as `x`."""
+    """A C-contiguous, aligned native float32 array with the same values and shape as `x`."""
+    if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous and x.flags.aligned:
+        return x  # the common case, checked cheaply
     a = np.asarray(x)
     if a.dtype.kind != "f":
         raise TypeError(f"{what} must hold floating-point values, got dtype {a.dtype}")
+    f = a.flags
+    if not (a.dtype == np.float32 and f.c_contiguous and f.aligned):
+        _check_size(a.size * 4, f"{what} as contiguous float32")
+    # np.require rather than ascontiguousarray: it keeps 0-d arrays 0-d and copies
+    # unaligned buffers, which the kernels may not read as &[f32].
     with np.errstate(over="ignore"):
-        return np.ascontiguousarray(a, dtype=np.float32)
+        return np.require(a, np.float32, ["C", "A"])
 
 
 def _bytes(q: Any, what: str) -> np.ndarray:
+    if type(q) is np.ndarray and q.dtype == np.uint8 and q.ndim and q.flags.c_contiguous:
+        return q  # the common case, checked cheaply
     a = np.asarray(q)
     if a.dtype != np.uint8:
         raise TypeError(f"{what} must be a uint8 array of quantized blocks, got dtype {a.dtype}")
     if a.ndim == 0:
         raise ValueError(f"{what} must have at least one dimension (..., row_bytes)")
+    if not a.flags.c_contiguous:
+        _check_size(a.size, f"{what} as a contiguous array")
     return np.ascontiguousarray(a)
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
-    return a.reshape(-1, a.shape[-1]) if a.shape[-1] else a.reshape(int(np.prod(a.shape[:-1])), 0)
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
 def quantize(x: npt.ArrayLike, qtype: QTypeLike, *, imatrix: Optional[npt.ArrayLike] = None) -> np.ndarray:
@@ -50,26 +81,31 @@ def quantize(x: npt.ArrayLike, qtype: QTypeLike, *, imatrix: Optional[npt.ArrayL
     if a.ndim == 0:
         raise ValueError("x must have at least one dimension (..., n)")
     n = a.shape[-1]
-    rb = row_size(t, n)
+    bs, ts = GEOMETRY[t]
+    rb = n // bs * ts if n % bs == 0 else row_size(t, n)  # row_size raises the clear error
+    _check_size(math.prod(a.shape[:-1]) * rb, "the quantized result")
     w = None
     if imatrix is not None:
         w = _floats(imatrix, "imatrix")
         if w.ndim != 1 or w.shape[0] != n:
             raise ValueError(f"imatrix must have shape ({n},) to match the row length, got {w.shape}")
-    out = _kquant.quantize(_rows(a), t.value, w)
-    return out.reshape(a.shape[:-1] + (rb,))
+    out = _kquant.quantize(a if a.ndim == 2 else _rows(a), t.value, w)
+    return out if a.ndim == 2 else out.reshape(a.shape[:-1] + (rb,))
 
 
 def dequantize(q: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
     """Dequantize uint8 rows (..., row_bytes) of `qtype` to float32 (..., n), bit-exact with ggml."""
     t = QuantType.parse(qtype)
     a = _bytes(q, "q")
-    rb = a.shape[-1]
-    if rb % t.type_size:
-        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({t.type_size} bytes each)")
-    n = rb // t.type_size * t.block_size
-    out = _kquant.dequantize(_rows(a), t.value)
-    return out.reshape(a.shape[:-1] + (n,))
+    bs, ts = GEOMETRY[t]
+    lead, rb = a.shape[:-1], a.shape[-1]
+    if rb % ts:
+        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({ts} bytes each)")
+    n = rb // ts * bs
+    nrows = math.prod(lead)
+    _check_size(nrows * n * 4, "the dequantized result")
+    out = _kquant.dequantize(a if a.ndim == 2 else a.reshape(nrows, rb), t.value)
+    return out if a.ndim == 2 else out.reshape(lead + (n,))
 
 
 def vec_dot(q: npt.ArrayLike, yq: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
@@ -83,17 +119,21 @@ def vec_dot(q: npt.ArrayLike, yq: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray
     if a.shape[:-1] != b.shape[:-1]:
         raise ValueError(f"q and yq must have the same leading shape, got {a.shape[:-1]} and {b.shape[:-1]}")
     rb = a.shape[-1]
-    if rb % t.type_size:
-        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({t.type_size} bytes each)")
-    n = rb // t.type_size * t.block_size
-    p = vec_dot_type(t)
-    if b.shape[-1] != row_size(p, n):
+    bs, ts = GEOMETRY[t]
+    if rb % ts:
+        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({ts} bytes each)")
+    n = rb // ts * bs
+    p = _PARTNER[t]
+    pbs, pts = GEOMETRY[p]
+    if n % pbs or b.shape[-1] != n // pbs * pts:
         raise ValueError(
             f"yq rows must be {row_size(p, n)} bytes ({p.name}, the partner of {t.name}, for {n} values), "
             f"got {b.shape[-1]}"
         )
-    out = _kquant.vec_dot(_rows(a), _rows(b), t.value)
-    return out.reshape(a.shape[:-1])
+    _check_size(math.prod(a.shape[:-1]) * 4, "the result")
+    if a.ndim == 2:
+        return _kquant.vec_dot(a, b, t.value)
+    return _kquant.vec_dot(_rows(a), _rows(b), t.value).reshape(a.shape[:-1])
 
 
 def matmul(wq: npt.ArrayLike, x: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
@@ -112,7 +152,14 @@ def matmul(wq: npt.ArrayLike, x: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
     rb = w.shape[1]
     if rb % t.type_size:
         raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({t.type_size} bytes each)")
-    out = _kquant.matmul(w, a.reshape(-1, a.shape[-1]), t.value)
+    m, n = (1, a.shape[0]) if a.ndim == 1 else a.shape
+    nw = rb // t.type_size * t.block_size
+    if n != nw:
+        raise ValueError(f"x rows have {n} values but the {t.name} weight rows hold {nw} values")
+    _check_size(m * row_size(vec_dot_type(t), n), "x quantized to the partner type")
+    _check_size(m * w.shape[0] * 4, "the result")
+    # reshape(1, n), not reshape(-1, n): -1 is ambiguous when n == 0
+    out = _kquant.matmul(w, a.reshape(m, n), t.value)
     return out[0] if a.ndim == 1 else out
 
 
@@ -122,6 +169,8 @@ def set_num_threads(n: int) -> None:
         raise TypeError(f"the number of threads must be an int, not {type(n).__name__}")
     if n < 1:
         raise ValueError("the number of threads must be at least 1")
+    if n > 1 << 31:  # would be OverflowError converting to usize; the extension's own cap is far lower
+        raise ValueError(f"the number of threads must be at most a few thousand, got {n}")
     _kquant.set_num_threads(int(n))
 
 

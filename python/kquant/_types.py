@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import operator
 from typing import Union
 
 from . import _kquant
@@ -58,19 +59,33 @@ class QuantType(enum.IntEnum):
         if isinstance(qtype, QuantType):
             return qtype
         if isinstance(qtype, str):
+            hit = _NAME_CACHE.get(qtype)
+            if hit is not None:
+                return hit
             key = qtype.strip().upper()
             if key in cls.__members__:
+                if len(_NAME_CACHE) < 256:  # names as callers spell them; bounded against junk
+                    _NAME_CACHE[qtype] = cls[key]
                 return cls[key]
             raise ValueError(f"unknown quantization type {qtype!r}; expected one of {', '.join(cls.__members__)}")
-        if isinstance(qtype, bool) or not isinstance(qtype, int):
-            raise TypeError(f"qtype must be a QuantType, a ggml type id or a name, not {type(qtype).__name__}")
         try:
-            return cls(int(qtype))
+            if isinstance(qtype, bool):
+                raise TypeError
+            value = operator.index(qtype)  # ints and NumPy integers, not floats
+        except TypeError:
+            raise TypeError(f"qtype must be a QuantType, a ggml type id or a name, not {type(qtype).__name__}") from None
+        try:
+            return cls(value)
         except ValueError:
             raise ValueError(f"unknown ggml type id {int(qtype)}") from None
 
 
 QTypeLike = Union[QuantType, int, str]
+
+_NAME_CACHE: dict = {}
+
+# (block_size, type_size) per type, for the per-call hot paths
+GEOMETRY = {t: (int(_TABLE[t.value][2]), int(_TABLE[t.value][3])) for t in QuantType}
 
 
 def vec_dot_type(qtype: QTypeLike) -> QuantType:
@@ -82,7 +97,12 @@ def vec_dot_type(qtype: QTypeLike) -> QuantType:
 def row_size(qtype: QTypeLike, n: int) -> int:
     """Bytes of one row of `n` values; ValueError when n is not a whole number of blocks."""
     t = QuantType.parse(qtype)
-    n = int(n)
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"row length must be an integer, not {type(n).__name__}") from None
     if n < 0 or n % t.block_size:
         raise ValueError(f"row length {n} is not a multiple of the {t.name} block size {t.block_size}")
     return n // t.block_size * t.type_size

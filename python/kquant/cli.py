@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -14,11 +14,86 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    from .model import quantize_model
+    from .recipes import load_tensor_type_file
+
+    tensor_types: List = list(args.tensor_type or [])
+    for f in args.tensor_type_file or []:
+        tensor_types.extend(load_tensor_type_file(f))
+    if args.type is None and args.target_bpw is None and args.target_size is None:
+        raise ValueError("a file TYPE (e.g. Q4_K_M) or --target-bpw / --target-size is required")
+    report = quantize_model(
+        args.input,
+        None if args.dry_run else args.output,
+        args.type,
+        target_bpw=args.target_bpw,
+        target_size=args.target_size,
+        tensor_type_out=args.tensor_type_out,
+        nthreads=args.nthreads,
+        imatrix=args.imatrix,
+        tensor_types=tensor_types,
+        output_tensor_type=args.output_tensor_type,
+        token_embedding_type=args.token_embedding_type,
+        leave_output_tensor=args.leave_output_tensor,
+        pure=args.pure,
+        allow_requantize=args.allow_requantize,
+        include_weights=args.include_weights or (),
+        exclude_weights=args.exclude_weights or (),
+        override_kv=args.override_kv or (),
+        dry_run=args.dry_run,
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    if args.dry_run:
+        for t in report.tensors:
+            shape = "x".join(str(d) for d in t.shape)
+            print(f"{t.name:48} {shape:>20} {t.source_type.name:>7} -> {t.target_type.name:7} "
+                  f"{t.bytes_before / 2**20:10.2f} MiB -> {t.bytes_after / 2**20:10.2f} MiB")
+    print(report.summary())
+    return 0
+
+
+def _add_quantize(sub) -> None:
+    q = sub.add_parser(
+        "quantize",
+        help="quantize a GGUF model with llama-quantize's recipes",
+        description="Quantize a GGUF model like llama-quantize: kquant quantize IN OUT TYPE [nthreads].",
+    )
+    q.add_argument("input", help="input GGUF file")
+    q.add_argument("output", help="output GGUF file (written atomically)")
+    q.add_argument("type", nargs="?", help="file type: Q4_K_M, Q5_K_S, Q8_0, IQ4_XS, F16, COPY, ...")
+    q.add_argument("nthreads", nargs="?", type=int, help="threads (default: every core)")
+    q.add_argument("--imatrix", help="importance matrix (llama.cpp .dat or GGUF imatrix)")
+    q.add_argument("--include-weights", action="append", metavar="NAME", help="use the imatrix only for these")
+    q.add_argument("--exclude-weights", action="append", metavar="NAME", help="do not use the imatrix for these")
+    q.add_argument("--tensor-type", action="append", metavar="REGEX=TYPE", help="per-tensor type; first match wins")
+    q.add_argument("--tensor-type-file", action="append", metavar="FILE", help="a file of REGEX=TYPE lines")
+    q.add_argument("--output-tensor-type", metavar="TYPE")
+    q.add_argument("--token-embedding-type", metavar="TYPE")
+    q.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight unquantized")
+    q.add_argument("--pure", action="store_true", help="no mix upgrades: every tensor gets the default type")
+    q.add_argument("--allow-requantize", action="store_true", help="allow quantizing already quantized tensors")
+    q.add_argument("--override-kv", action="append", metavar="KEY=TYPE:VALUE", help="set a metadata value")
+    q.add_argument("--dry-run", action="store_true", help="print per-tensor and total sizes; write nothing")
+    q.add_argument("--target-bpw", type=float, help="choose types per tensor for this many bits per weight")
+    q.add_argument("--target-size", help="choose types per tensor to fit this size (e.g. 3.2GB, 800MiB)")
+    q.add_argument("--tensor-type-out", metavar="FILE", help="with a target: write the chosen recipe here")
+    q.set_defaults(func=_quantize)
+
+
+def _add_tradeoffs(sub) -> None:
+    from .tradeoffs import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kquant", description="GGML / llama.cpp block quantization, byte-exact with ggml.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="quantize a built-in sample with every format; print size and error")
     d.set_defaults(func=_demo)
+    _add_tradeoffs(sub)
+    _add_quantize(sub)
     return p
 
 
@@ -26,7 +101,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError) as e:
+    except KeyboardInterrupt:
+        print("kquant: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, KeyError) as e:
         print(f"kquant: error: {e}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ pub mod arch;
 pub mod dispatch;
 pub mod error;
 pub mod gguf;
+pub mod imatrix;
 pub mod ops;
 pub mod reference;
 pub mod types;

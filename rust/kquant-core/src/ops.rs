@@ -41,7 +41,10 @@ impl Rows {
     fn check_len(&self, what: &str, got: usize, per_row: usize) -> Result<()> {
         let want = self.nrows.checked_mul(per_row).ok_or_else(|| Error::invalid("array too large"))?;
         if got != want {
-            return Err(Error::invalid(format!("{what} has {got} elements, expected {want} ({} rows x {per_row})", self.nrows)));
+            return Err(Error::invalid(format!(
+                "{what} has {got} elements, expected {want} ({} rows x {per_row})",
+                self.nrows
+            )));
         }
         Ok(())
     }

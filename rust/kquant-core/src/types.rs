@@ -86,14 +86,10 @@ impl QuantType {
 
     /// Parses a type name in any letter case.
     pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|t| t.name()).collect();
-                Error::invalid(format!("unknown quantization type {name:?}; expected one of {}", names.join(", ")))
-            })
+        Self::ALL.iter().copied().find(|t| t.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|t| t.name()).collect();
+            Error::invalid(format!("unknown quantization type {name:?}; expected one of {}", names.join(", ")))
+        })
     }
 
     /// Values per block.
@@ -160,9 +156,7 @@ impl QuantType {
                 self.name()
             )));
         }
-        (n / bs)
-            .checked_mul(self.type_size())
-            .ok_or_else(|| Error::invalid(format!("row length {n} is too large")))
+        (n / bs).checked_mul(self.type_size()).ok_or_else(|| Error::invalid(format!("row length {n} is too large")))
     }
 }
 

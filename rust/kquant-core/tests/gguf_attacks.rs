@@ -57,11 +57,7 @@ fn tinfo(name: &str, dims: &[u64], ty: u32, offset: u64) -> Raw {
 
 /// A v3 file with the given entries, padded to `align` and followed by `data_len` zeros.
 fn file(kvs: &[Raw], tis: &[Raw], align: usize, data_len: usize) -> Vec<u8> {
-    let mut r = Raw::default()
-        .bytes(b"GGUF")
-        .u32(3)
-        .u64(tis.len() as u64)
-        .u64(kvs.len() as u64);
+    let mut r = Raw::default().bytes(b"GGUF").u32(3).u64(tis.len() as u64).u64(kvs.len() as u64);
     for p in kvs.iter().chain(tis) {
         r = r.bytes(&p.0);
     }
@@ -98,14 +94,7 @@ fn sanity_the_builder_makes_valid_files() {
 
 #[test]
 fn counts_near_2_pow_64() {
-    for (nt, nkv) in [
-        (u64::MAX, 0),
-        (0, u64::MAX),
-        (u64::MAX, u64::MAX),
-        (1 << 63, 0),
-        (0, 1 << 63),
-        (1 << 40, 1),
-    ] {
+    for (nt, nkv) in [(u64::MAX, 0), (0, u64::MAX), (u64::MAX, u64::MAX), (1 << 63, 0), (0, 1 << 63), (1 << 40, 1)] {
         let mut f = Raw::default().bytes(b"GGUF").u32(3).u64(nt).u64(nkv).0;
         f.extend_from_slice(&kv_u32("a", 1).0);
         f.resize(4096, 0);
@@ -126,33 +115,17 @@ fn string_lengths_that_wrap_or_overrun() {
         refused(&file(&[val], &[], 1, 64), &["string value"]);
         let name = Raw::default().u64(len).bytes(b"t").u32(1).u64(32).u32(0).u64(0);
         refused(&file(&[], &[name], 32, 128), &["tensor name"]);
-        let elem = Raw::default()
-            .str("k")
-            .u32(T_ARR)
-            .u32(T_STR)
-            .u64(2)
-            .str("ok")
-            .u64(len)
-            .bytes(b"x");
+        let elem = Raw::default().str("k").u32(T_ARR).u32(T_STR).u64(2).str("ok").u64(len).bytes(b"x");
         refused(&file(&[elem], &[], 1, 64), &["string array element"]);
     }
     let long_key = "k".repeat(70000);
     refused(&file(&[kv_u32(&long_key, 1)], &[], 1, 0), &["65535"]);
-    refused(
-        &file(&[], &[tinfo(&"n".repeat(64), &[1], 0, 0)], 32, 32),
-        &["tensor name", "63"],
-    );
+    refused(&file(&[], &[tinfo(&"n".repeat(64), &[1], 0, 0)], 32, 32), &["tensor name", "63"]);
 }
 
 #[test]
 fn huge_array_counts() {
-    for (ty, n) in [
-        (T_U8, u64::MAX),
-        (T_U64, 1 << 61),
-        (T_STR, 1 << 40),
-        (T_BOOL, (1 << 30) + 1),
-        (T_U32, 1000),
-    ] {
+    for (ty, n) in [(T_U8, u64::MAX), (T_U64, 1 << 61), (T_STR, 1 << 40), (T_BOOL, (1 << 30) + 1), (T_U32, 1000)] {
         let a = Raw::default().str("arr").u32(T_ARR).u32(ty).u64(n).bytes(&[0; 64]);
         refused(&file(&[a], &[], 1, 0), &["metadata entry 0", "array"]);
     }
@@ -160,14 +133,7 @@ fn huge_array_counts() {
 
 #[test]
 fn nested_arrays() {
-    let a = Raw::default()
-        .str("arr")
-        .u32(T_ARR)
-        .u32(T_ARR)
-        .u64(1)
-        .u32(T_U8)
-        .u64(1)
-        .u8(0);
+    let a = Raw::default().str("arr").u32(T_ARR).u32(T_ARR).u64(1).u32(T_U8).u64(1).u8(0);
     refused(&file(&[a], &[], 1, 0), &["nested arrays"]);
 }
 
@@ -210,24 +176,14 @@ fn dimension_products_that_overflow() {
 
 #[test]
 fn row_not_a_whole_number_of_blocks() {
-    refused(
-        &file(&[], &[tinfo("t", &[33, 2], 2, 0)], 32, 64),
-        &["\"t\"", "Q4_0", "block size 32"],
-    );
-    refused(
-        &file(&[], &[tinfo("t", &[128], 12, 0)], 32, 256),
-        &["Q4_K", "block size 256"],
-    );
+    refused(&file(&[], &[tinfo("t", &[33, 2], 2, 0)], 32, 64), &["\"t\"", "Q4_0", "block size 32"]);
+    refused(&file(&[], &[tinfo("t", &[128], 12, 0)], 32, 256), &["Q4_K", "block size 256"]);
 }
 
 #[test]
 fn unknown_tensor_types() {
-    for (id, needle) in [
-        (16u32, "IQ2_XXS"),
-        (4, "removed"),
-        (42, "unknown ggml type id 42"),
-        (u32::MAX, "4294967295"),
-    ] {
+    for (id, needle) in [(16u32, "IQ2_XXS"), (4, "removed"), (42, "unknown ggml type id 42"), (u32::MAX, "4294967295")]
+    {
         refused(&file(&[], &[tinfo("t", &[256], id, 0)], 32, 1024), &["\"t\"", needle]);
     }
 }
@@ -238,10 +194,7 @@ fn offsets_outside_the_file() {
         refused(&file(&[], &[tinfo("t", &[8], 0, off)], 32, 32), &["\"t\""]);
     }
     // In-bounds start but the data runs past the end.
-    refused(
-        &file(&[], &[tinfo("t", &[16], 0, 0)], 32, 63),
-        &["\"t\"", "past the end"],
-    );
+    refused(&file(&[], &[tinfo("t", &[16], 0, 0)], 32, 63), &["\"t\"", "past the end"]);
     // The padding before the data section itself is missing.
     let mut f = file(&[], &[tinfo("t", &[0], 0, 0)], 32, 0);
     let full = f.len();
@@ -265,20 +218,12 @@ fn overlapping_misaligned_and_gapped_offsets() {
 #[test]
 fn bad_alignments() {
     for a in [0u32, 3, 48, 1 << 31, u32::MAX] {
-        refused(
-            &file(&[kv_u32(ALIGNMENT_KEY, a)], &[], 1, 0),
-            &[ALIGNMENT_KEY, &a.to_string()],
-        );
+        refused(&file(&[kv_u32(ALIGNMENT_KEY, a)], &[], 1, 0), &[ALIGNMENT_KEY, &a.to_string()]);
     }
     let wrong_type = Raw::default().str(ALIGNMENT_KEY).u32(T_U64).u64(32);
     refused(&file(&[wrong_type], &[], 1, 0), &[ALIGNMENT_KEY, "u32", "u64"]);
     // A valid custom alignment is honoured for the data section and offsets.
-    let f = file(
-        &[kv_u32(ALIGNMENT_KEY, 64)],
-        &[tinfo("a", &[8], 0, 0), tinfo("b", &[8], 0, 64)],
-        64,
-        128,
-    );
+    let f = file(&[kv_u32(ALIGNMENT_KEY, 64)], &[tinfo("a", &[8], 0, 0), tinfo("b", &[8], 0, 64)], 64, 128);
     let g = GgufFile::parse(&f).unwrap();
     assert_eq!((g.alignment, g.data_offset % 64), (64, 0));
 }
@@ -295,24 +240,12 @@ fn bools_other_than_0_or_1() {
 
 #[test]
 fn invalid_utf8() {
-    for bad in [
-        &b"\xff"[..],
-        b"a\xc3(",
-        b"\xed\xa0\x80",
-        b"\xf4\x90\x80\x80",
-        b"ok\xe2\x82",
-    ] {
+    for bad in [&b"\xff"[..], b"a\xc3(", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"ok\xe2\x82"] {
         let key = Raw::default().sbytes(bad).u32(T_U8).u8(0);
         refused(&file(&[key], &[], 1, 0), &["metadata key", "UTF-8"]);
         let val = Raw::default().str("k").u32(T_STR).sbytes(bad);
         refused(&file(&[val], &[], 1, 0), &["string value", "UTF-8"]);
-        let arr = Raw::default()
-            .str("k")
-            .u32(T_ARR)
-            .u32(T_STR)
-            .u64(2)
-            .str("fine")
-            .sbytes(bad);
+        let arr = Raw::default().str("k").u32(T_ARR).u32(T_STR).u64(2).str("fine").sbytes(bad);
         refused(&file(&[arr], &[], 1, 0), &["string array element", "UTF-8"]);
         let t = Raw::default().sbytes(bad).u32(1).u64(8).u32(0).u64(0);
         refused(&file(&[], &[t], 32, 32), &["tensor name", "UTF-8"]);
@@ -321,10 +254,7 @@ fn invalid_utf8() {
 
 #[test]
 fn duplicate_keys_and_tensor_names() {
-    refused(
-        &file(&[kv_u32("a", 1), kv_u32("b", 1), kv_u32("a", 2)], &[], 1, 0),
-        &["duplicate metadata key \"a\""],
-    );
+    refused(&file(&[kv_u32("a", 1), kv_u32("b", 1), kv_u32("a", 2)], &[], 1, 0), &["duplicate metadata key \"a\""]);
     let f = file(&[], &[tinfo("w", &[8], 0, 0), tinfo("w", &[8], 0, 32)], 32, 64);
     refused(&f, &["duplicate tensor name \"w\""]);
 }
@@ -372,16 +302,10 @@ fn small_valid() -> Vec<u8> {
         ("general.name".to_string(), Value::from("tiny")),
         ("n".to_string(), Value::U32(3)),
         ("flags".to_string(), Value::Array(Array::Bool(vec![true, false]))),
-        (
-            "toks".to_string(),
-            Value::Array(Array::String(vec!["a".into(), "bc".into()])),
-        ),
+        ("toks".to_string(), Value::Array(Array::String(vec!["a".into(), "bc".into()]))),
         ("f".to_string(), Value::F64(0.25)),
     ];
-    let specs = vec![
-        TensorSpec::new("w", &[32, 1], QuantType::Q8_0),
-        TensorSpec::new("b", &[3], QuantType::F32),
-    ];
+    let specs = vec![TensorSpec::new("w", &[32, 1], QuantType::Q8_0), TensorSpec::new("b", &[3], QuantType::F32)];
     let mut w = GgufWriter::new(Vec::new(), &m, &specs).unwrap();
     w.write_tensor("w", &[7; 34]).unwrap();
     w.write_tensor("b", &[9; 12]).unwrap();
@@ -401,10 +325,7 @@ fn truncation_at_every_byte() {
         let r = GgufFile::parse(&f[..n]);
         if n < needed {
             let e = r.expect_err(&format!("prefix of {n} bytes accepted")).to_string();
-            assert!(
-                ["truncated", "claims", "needs", "magic"].iter().any(|w| e.contains(w)),
-                "prefix {n}: {e}"
-            );
+            assert!(["truncated", "claims", "needs", "magic"].iter().any(|w| e.contains(w)), "prefix {n}: {e}");
         } else {
             assert_eq!(r.unwrap(), g);
         }
@@ -418,11 +339,7 @@ fn tensor_data_with_the_wrong_bytes_is_an_error() {
     let g = GgufFile::parse(&f).unwrap();
     let t = &g.tensors[1];
     assert_eq!(g.tensor_data(&f, t).unwrap(), &[9; 12][..]);
-    assert!(g
-        .tensor_data(&f[..100], t)
-        .unwrap_err()
-        .to_string()
-        .contains("pass the bytes"));
+    assert!(g.tensor_data(&f[..100], t).unwrap_err().to_string().contains("pass the bytes"));
     let mut forged = t.clone();
     forged.offset = u64::MAX;
     assert!(g.tensor_data(&f, &forged).is_err());
@@ -447,11 +364,7 @@ fn mutations_never_panic() {
         let mut f = base.clone();
         for _ in 0..1 + next() % 4 {
             let i = (next() % f.len() as u64) as usize;
-            f[i] = if next() % 2 == 0 {
-                specials[(next() % 10) as usize]
-            } else {
-                next() as u8
-            };
+            f[i] = if next() % 2 == 0 { specials[(next() % 10) as usize] } else { next() as u8 };
         }
         if next() % 8 == 0 {
             f.truncate((next() % f.len() as u64) as usize);

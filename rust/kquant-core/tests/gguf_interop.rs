@@ -28,10 +28,7 @@ const FIXTURE: &[&str] = &[
 
 fn fixture() -> Vec<u8> {
     let hex: String = FIXTURE.concat();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
 
 fn expected_metadata() -> Vec<(String, Value)> {
@@ -50,10 +47,7 @@ fn expected_metadata() -> Vec<(String, Value)> {
         kv("t.u64", Value::U64(u64::MAX)),
         kv("t.i64", Value::I64(i64::MIN)),
         kv("t.f64", Value::F64(3.25)),
-        kv(
-            "a.s",
-            Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()])),
-        ),
+        kv("a.s", Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()]))),
         kv("a.i", Value::Array(Array::I32(vec![1, -2, 3]))),
         kv("a.b", Value::Array(Array::Bool(vec![true, false]))),
     ]
@@ -81,10 +75,7 @@ fn reads_a_gguf_py_file() {
     let want = expected_tensors();
     assert_eq!(f.tensors.len(), want.len());
     for ((t, off), (spec, data)) in f.tensors.iter().zip([0u64, 32, 96]).zip(&want) {
-        assert_eq!(
-            (&t.name, &t.dims, t.ty, t.offset),
-            (&spec.name, &spec.dims, spec.ty, off)
-        );
+        assert_eq!((&t.name, &t.dims, t.ty, t.offset), (&spec.name, &spec.dims, spec.ty, off));
         assert_eq!(f.tensor_data(&bytes, t).unwrap(), &data[..]);
     }
 }

@@ -33,10 +33,7 @@ fn all_values() -> Vec<(String, Value)> {
         kv("a.i32", Value::Array(Array::I32(vec![-7]))),
         kv("a.f32", Value::Array(Array::F32(vec![0.5, -0.0, f32::INFINITY]))),
         kv("a.bool", Value::Array(Array::Bool(vec![true, false, true]))),
-        kv(
-            "a.str",
-            Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()])),
-        ),
+        kv("a.str", Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()]))),
         kv("a.u64", Value::Array(Array::U64(vec![u64::MAX, 0]))),
         kv("a.i64", Value::Array(Array::I64(vec![i64::MIN, i64::MAX]))),
         kv("a.f64", Value::Array(Array::F64(vec![1e300, -1e-300]))),
@@ -116,10 +113,8 @@ fn round_trip_custom_alignments() {
 
 #[test]
 fn round_trip_every_quant_type() {
-    let specs: Vec<TensorSpec> = QuantType::ALL
-        .iter()
-        .map(|&q| TensorSpec::new(format!("t.{}", q.name()), &[512, 3], q))
-        .collect();
+    let specs: Vec<TensorSpec> =
+        QuantType::ALL.iter().map(|&q| TensorSpec::new(format!("t.{}", q.name()), &[512, 3], q)).collect();
     check_round_trip(vec![], &specs, 32);
 }
 
@@ -288,10 +283,8 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
 }
 
 fn entries(d: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -351,9 +344,8 @@ fn model_sized_header_parses_quickly() {
         ("tokenizer.ggml.tokens".to_string(), Value::from(toks.clone())),
         ("tokenizer.ggml.scores".to_string(), Value::from(scores)),
     ];
-    let specs: Vec<TensorSpec> = (0..3000)
-        .map(|i| TensorSpec::new(format!("blk.{i}.ffn_down.weight"), &[32, 1], QuantType::Q8_0))
-        .collect();
+    let specs: Vec<TensorSpec> =
+        (0..3000).map(|i| TensorSpec::new(format!("blk.{i}.ffn_down.weight"), &[32, 1], QuantType::Q8_0)).collect();
     let mut w = GgufWriter::new(Vec::new(), &m, &specs).unwrap();
     for s in &specs {
         w.write_tensor(&s.name, &[1; 34]).unwrap();
@@ -363,9 +355,6 @@ fn model_sized_header_parses_quickly() {
     let f = GgufFile::parse(&bytes).unwrap();
     let dt = t.elapsed();
     assert_eq!(f.tensors.len(), 3000);
-    assert_eq!(
-        f.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(Array::len),
-        Some(150_000)
-    );
+    assert_eq!(f.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(Array::len), Some(150_000));
     assert!(dt < std::time::Duration::from_secs(2), "{dt:?}");
 }

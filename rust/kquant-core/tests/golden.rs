@@ -64,7 +64,9 @@ fn first_diff_bytes(a: &[u8], b: &[u8], row_bytes: usize) -> Option<String> {
 
 fn check_type(t: QuantType) -> Vec<String> {
     let mut fails = vec![];
-    let Some(mut g) = Golden::open(t) else { return fails };
+    let Some(mut g) = Golden::open(t) else {
+        return fails;
+    };
     let n = g.n();
     let rows = Rows::new(t, n, ROWS).unwrap();
     let x = g.f32s("x");

@@ -4,16 +4,42 @@
 //! The Python package normalises inputs (dtype, contiguity, shape) before calling in,
 //! so these functions take C-contiguous 2-D arrays and a ggml type id.
 
+mod gguf;
 mod pool;
 
 use kquant_core::ops::{self, Rows};
 use kquant_core::{Error, QuantType};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+/// kquant errors as Python exceptions: ValueError for invalid input, OSError (the
+/// errno's subclass where there is one) for I/O failures.
+pub(crate) fn to_py_err(e: Error) -> PyErr {
+    match e {
+        Error::Invalid(m) => PyValueError::new_err(m),
+        Error::Io { message, code } => os_error(code, message, None),
+    }
+}
+
+/// OSError(errno, message[, filename]) built through OSError itself, which picks the
+/// subclass (FileNotFoundError, PermissionError, ...) that `except` clauses match.
+pub(crate) fn os_error(code: Option<i32>, message: String, filename: Option<&str>) -> PyErr {
+    let Some(code) = code else {
+        return PyOSError::new_err(message);
+    };
+    Python::attach(|py| {
+        let ty = py.get_type::<PyOSError>();
+        let made = match filename {
+            Some(f) => ty.call1((code, message, f)),
+            None => ty.call1((code, message)),
+        };
+        made.map_or_else(|e| e, PyErr::from_value)
+    })
+}
+
 fn value_error(e: Error) -> PyErr {
-    PyValueError::new_err(e.to_string())
+    to_py_err(e)
 }
 
 fn qtype(id: u32) -> PyResult<QuantType> {
@@ -21,7 +47,19 @@ fn qtype(id: u32) -> PyResult<QuantType> {
 }
 
 fn contiguous<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>, what: &str) -> PyResult<&'a [T]> {
+    // as_slice checks contiguity only; a slice over a misaligned pointer is undefined behaviour
+    if (a.data() as usize) % std::mem::align_of::<T>() != 0 {
+        return Err(PyValueError::new_err(format!("{what} must be aligned")));
+    }
     a.as_slice().map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
+}
+
+/// The output buffer; a ValueError where `vec!` would abort the process when it cannot be allocated.
+fn output<T: Clone + Default>(rows: usize, per_row: usize) -> PyResult<Vec<T>> {
+    pool::zeroed(rows.checked_mul(per_row)).ok_or_else(|| {
+        let size = std::mem::size_of::<T>();
+        PyValueError::new_err(format!("cannot allocate a result of {rows} x {per_row} x {size} bytes"))
+    })
 }
 
 /// Rows of `x` as f32 into a new (rows, row_bytes) uint8 array.
@@ -44,7 +82,7 @@ fn quantize<'py>(
     if let Some(w) = imat {
         ops::check_imatrix(w, n).map_err(value_error)?;
     }
-    let mut out = vec![0u8; nrows * rows.row_bytes];
+    let mut out = output::<u8>(nrows, rows.row_bytes)?;
     py.detach(|| pool::quantize(rows, xs, &mut out, imat)).map_err(value_error)?;
     PyArray1::from_vec(py, out).reshape([nrows, rows.row_bytes])
 }
@@ -55,7 +93,7 @@ fn dequantize<'py>(py: Python<'py>, q: PyReadonlyArray2<'py, u8>, qtype_id: u32)
     let [nrows, nb] = [q.shape()[0], q.shape()[1]];
     let rows = Rows::from_bytes(t, nb, nrows).map_err(value_error)?;
     let qs = contiguous(&q, "q")?;
-    let mut out = vec![0f32; nrows * rows.n_per_row];
+    let mut out = output::<f32>(nrows, rows.n_per_row)?;
     py.detach(|| pool::dequantize(rows, qs, &mut out)).map_err(value_error)?;
     PyArray1::from_vec(py, out).reshape([nrows, rows.n_per_row])
 }
@@ -82,7 +120,7 @@ fn vec_dot<'py>(
         )));
     }
     let (qs, ys) = (contiguous(&q, "q")?, contiguous(&yq, "yq")?);
-    let mut out = vec![0f32; nrows];
+    let mut out = output::<f32>(nrows, 1)?;
     py.detach(|| pool::vec_dot(rows, qs, ys, &mut out)).map_err(value_error)?;
     Ok(PyArray1::from_vec(py, out))
 }
@@ -107,7 +145,7 @@ fn matmul<'py>(
         )));
     }
     let (ws, xs) = (contiguous(&w, "weights")?, contiguous(&x, "x")?);
-    let mut out = vec![0f32; m * nrows];
+    let mut out = output::<f32>(m, nrows)?;
     py.detach(|| pool::matmul(rows, ws, xs, m, &mut out)).map_err(value_error)?;
     PyArray1::from_vec(py, out).reshape([m, nrows])
 }
@@ -140,6 +178,9 @@ fn _kquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(type_table, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::gguf_parse, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::imatrix_parse, m)?)?;
+    m.add_class::<gguf::GgufFileWriter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

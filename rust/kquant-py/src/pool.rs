@@ -8,6 +8,10 @@ use kquant_core::{Error, Result};
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
+/// More threads than this is a mistake (a pool of 65535, rayon's own cap, takes
+/// minutes to start) rather than a tuning choice.
+pub const MAX_THREADS: usize = 1024;
+
 /// Below this many values per task, thread hand-off costs more than it saves.
 const MIN_VALUES_PER_TASK: usize = 1 << 15;
 
@@ -23,6 +27,7 @@ fn state() -> &'static Mutex<Pool> {
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|&n| n > 0)
+            .map(|n| n.min(MAX_THREADS))
             .unwrap_or_else(default_threads);
         Mutex::new(Pool { threads, pool: None })
     })
@@ -35,6 +40,9 @@ fn default_threads() -> usize {
 pub fn set_threads(n: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::invalid("the number of threads must be at least 1"));
+    }
+    if n > MAX_THREADS {
+        return Err(Error::invalid(format!("the number of threads must be at most {MAX_THREADS}, got {n}")));
     }
     let mut s = state().lock().unwrap_or_else(|e| e.into_inner());
     if s.threads != n {
@@ -84,8 +92,7 @@ where
     match pool {
         Some(p) if nrows > per => {
             let starts: Vec<usize> = (0..nrows).step_by(per).collect();
-            let results: Vec<Result<()>> =
-                p.install(|| starts.par_iter().map(|&s| f(s, per.min(nrows - s))).collect());
+            let results: Vec<Result<()>> = p.install(|| starts.par_iter().map(|&s| f(s, per.min(nrows - s))).collect());
             results.into_iter().collect()
         }
         _ => f(0, nrows),
@@ -155,7 +162,8 @@ pub fn vec_dot(rows: Rows, q: &[u8], yq: &[u8], dots: &mut [f32]) -> Result<()> 
 pub fn matmul(rows: Rows, w: &[u8], x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
     let n = rows.n_per_row;
     let partner = Rows::new(rows.qtype.vec_dot_type(), n, m)?;
-    let mut xq = vec![0u8; m * partner.row_bytes];
+    let mut xq = zeroed(m.checked_mul(partner.row_bytes))
+        .ok_or_else(|| Error::invalid("the activations are too large to quantize"))?;
     quantize(partner, x, &mut xq, None)?;
     let rb = rows.row_bytes;
     for (i, o) in out.chunks_exact_mut(rows.nrows.max(1)).enumerate().take(m) {
@@ -168,4 +176,13 @@ pub fn matmul(rows: Rows, w: &[u8], x: &[f32], m: usize, out: &mut [f32]) -> Res
         })?;
     }
     Ok(())
+}
+
+/// A zeroed buffer, or None when `len` overflowed or cannot be allocated, where `vec!` would abort.
+pub fn zeroed<T: Clone + Default>(len: Option<usize>) -> Option<Vec<T>> {
+    let len = len?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, T::default());
+    Some(v)
 }

@@ -64,10 +64,7 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
         return Err(Error::invalid("metadata key is empty"));
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(Error::invalid(format!(
-            "metadata key is {} bytes long, the limit is {MAX_KEY_LEN}",
-            key.len()
-        )));
+        return Err(Error::invalid(format!("metadata key is {} bytes long, the limit is {MAX_KEY_LEN}", key.len())));
     }
     if key.contains('\0') {
         return Err(Error::invalid(format!("metadata key {key:?} contains a NUL byte")));
@@ -96,21 +93,16 @@ pub(crate) fn alignment_of<'a>(mut metadata: impl Iterator<Item = (&'a str, &'a 
         Some((_, Value::U32(a))) => {
             let a = *a;
             if a == 0 || !a.is_power_of_two() {
-                Err(Error::invalid(format!(
-                    "{ALIGNMENT_KEY} is {a}, which is not a power of two"
-                )))
+                Err(Error::invalid(format!("{ALIGNMENT_KEY} is {a}, which is not a power of two")))
             } else if a > MAX_ALIGNMENT {
-                Err(Error::invalid(format!(
-                    "{ALIGNMENT_KEY} is {a}, larger than the limit {MAX_ALIGNMENT}"
-                )))
+                Err(Error::invalid(format!("{ALIGNMENT_KEY} is {a}, larger than the limit {MAX_ALIGNMENT}")))
             } else {
                 Ok(a)
             }
         }
-        Some((_, v)) => Err(Error::invalid(format!(
-            "{ALIGNMENT_KEY} must be of type u32 but is {}",
-            v.value_type().name()
-        ))),
+        Some((_, v)) => {
+            Err(Error::invalid(format!("{ALIGNMENT_KEY} must be of type u32 but is {}", v.value_type().name())))
+        }
     }
 }
 
@@ -121,17 +113,11 @@ pub(crate) fn alignment_of<'a>(mut metadata: impl Iterator<Item = (&'a str, &'a 
 /// dimension that is a whole number of blocks.
 pub(crate) fn tensor_nbytes(name: &str, dims: &[u64], ty: TensorType) -> Result<u64> {
     if dims.is_empty() || dims.len() > MAX_DIMS {
-        return Err(Error::invalid(format!(
-            "tensor {name:?} has {} dimensions, expected 1 to {MAX_DIMS}",
-            dims.len()
-        )));
+        return Err(Error::invalid(format!("tensor {name:?} has {} dimensions, expected 1 to {MAX_DIMS}", dims.len())));
     }
     let max = i64::MAX as u64;
     if let Some(i) = dims.iter().position(|&d| d > max) {
-        return Err(Error::invalid(format!(
-            "tensor {name:?} dimension {i} is {}, larger than 2^63 - 1",
-            dims[i]
-        )));
+        return Err(Error::invalid(format!("tensor {name:?} dimension {i} is {}, larger than 2^63 - 1", dims[i])));
     }
     // Like ggml, an empty tensor skips the element-count limit.
     let empty = dims.contains(&0);

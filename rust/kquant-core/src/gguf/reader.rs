@@ -84,10 +84,7 @@ impl GgufFile {
         let end = start.and_then(|s| s.checked_add(info.nbytes));
         match (start, end) {
             (Some(s), Some(e)) => Ok(s..e),
-            _ => Err(Error::invalid(format!(
-                "tensor {:?} has an offset past the end of any file",
-                info.name
-            ))),
+            _ => Err(Error::invalid(format!("tensor {:?} has an offset past the end of any file", info.name))),
         }
     }
 
@@ -96,10 +93,7 @@ impl GgufFile {
     pub fn tensor_data<'a>(&self, bytes: &'a [u8], info: &TensorInfo) -> Result<&'a [u8]> {
         let r = self.tensor_range(info)?;
         let (Ok(s), Ok(e)) = (usize::try_from(r.start), usize::try_from(r.end)) else {
-            return Err(Error::invalid(format!(
-                "tensor {:?} lies beyond the addressable range",
-                info.name
-            )));
+            return Err(Error::invalid(format!("tensor {:?} lies beyond the addressable range", info.name)));
         };
         bytes.get(s..e).ok_or_else(|| {
             Error::invalid(format!(
@@ -160,9 +154,7 @@ impl<'a> Cursor<'a> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
-            b => Err(Error::invalid(format!(
-                "{what} at offset {at} is {b}, a bool must be 0 or 1"
-            ))),
+            b => Err(Error::invalid(format!("{what} at offset {at} is {b}, a bool must be 0 or 1"))),
         }
     }
 
@@ -223,9 +215,7 @@ impl<'a> Cursor<'a> {
         }
         let n = self.u64("array length")?;
         if n > MAX_ARRAY_LEN {
-            return Err(Error::invalid(format!(
-                "array of {n} elements exceeds the limit of {MAX_ARRAY_LEN}"
-            )));
+            return Err(Error::invalid(format!("array of {n} elements exceeds the limit of {MAX_ARRAY_LEN}")));
         }
         // A string costs at least its 8-byte length.
         let min = elem.fixed_size().unwrap_or(8) as u64;
@@ -239,9 +229,7 @@ impl<'a> Cursor<'a> {
         }
         let n = n as usize;
         fn each<T, const N: usize>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-            raw.chunks_exact(N)
-                .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
-                .collect()
+            raw.chunks_exact(N).map(|c| f(c.try_into().expect("chunks_exact yields N bytes"))).collect()
         }
         let mut raw = |size: u64| self.take(n as u64 * size, "array data");
         Ok(match elem {
@@ -301,10 +289,7 @@ fn parse(bytes: &[u8]) -> Result<GgufFile> {
     let mut c = Cursor { buf: bytes, pos: 0 };
     let magic = c.array::<4>("magic")?;
     if magic != MAGIC {
-        return Err(Error::invalid(format!(
-            "bad magic {:?}, expected \"GGUF\"",
-            String::from_utf8_lossy(&magic)
-        )));
+        return Err(Error::invalid(format!("bad magic {:?}, expected \"GGUF\"", String::from_utf8_lossy(&magic))));
     }
     let version = c.u32("version")?;
     check_version(version)?;
@@ -347,10 +332,7 @@ fn parse(bytes: &[u8]) -> Result<GgufFile> {
     let mut seen = HashSet::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
         if !seen.insert(t.name.as_str()) {
-            return Err(Error::invalid(format!(
-                "duplicate tensor name {:?} (tensor {i})",
-                t.name
-            )));
+            return Err(Error::invalid(format!("duplicate tensor name {:?} (tensor {i})", t.name)));
         }
     }
     drop(seen);
@@ -412,13 +394,7 @@ fn parse(bytes: &[u8]) -> Result<GgufFile> {
         expected = align_up(t.offset + t.nbytes, alignment).expect("offset inside the file");
     }
 
-    Ok(GgufFile {
-        version,
-        metadata,
-        tensors,
-        alignment,
-        data_offset,
-    })
+    Ok(GgufFile { version, metadata, tensors, alignment, data_offset })
 }
 
 fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo> {
@@ -429,9 +405,7 @@ fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo> {
     let ctx = |e| with_context(e, || format!("tensor info {i} ({name:?})"));
     let n_dims = c.u32("dimension count").map_err(ctx)?;
     if n_dims == 0 || n_dims as usize > MAX_DIMS {
-        return Err(ctx(Error::invalid(format!(
-            "{n_dims} dimensions, expected 1 to {MAX_DIMS}"
-        ))));
+        return Err(ctx(Error::invalid(format!("{n_dims} dimensions, expected 1 to {MAX_DIMS}"))));
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for _ in 0..n_dims {
@@ -440,13 +414,7 @@ fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo> {
     let ty = c.u32("tensor type").and_then(TensorType::from_id).map_err(ctx)?;
     let nbytes = tensor_nbytes(&name, &dims, ty).map_err(|e| with_context(e, || format!("tensor info {i}")))?;
     let offset = c.u64("tensor offset").map_err(ctx)?;
-    Ok(TensorInfo {
-        name,
-        dims,
-        ty,
-        offset,
-        nbytes,
-    })
+    Ok(TensorInfo { name, dims, ty, offset, nbytes })
 }
 
 #[cfg(test)]
@@ -463,10 +431,7 @@ mod tests {
         assert!(e.contains("big-endian"), "{e}");
         assert!(check_version(1).unwrap_err().to_string().contains("version 1"));
         assert!(check_version(0).is_err());
-        assert!(check_version(4)
-            .unwrap_err()
-            .to_string()
-            .contains("unsupported GGUF version 4"));
+        assert!(check_version(4).unwrap_err().to_string().contains("unsupported GGUF version 4"));
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl TensorType {
         }
         Err(Error::invalid(match ggml_name(id) {
             Some((name, true)) => format!("ggml type {id} ({name}) is not supported by kquant"),
-            Some((name, false)) => format!("ggml type {id} ({name}) was removed from ggml and is not supported"),
+            Some((name, false)) => {
+                format!("ggml type {id} ({name}) was removed from ggml and is not supported")
+            }
             None => format!("unknown ggml type id {id}"),
         }))
     }
@@ -141,13 +143,7 @@ mod tests {
             assert_eq!(TensorType::from_id(t.id()).unwrap(), t);
             assert_eq!(t.quant(), Some(q));
         }
-        for t in [
-            TensorType::I8,
-            TensorType::I16,
-            TensorType::I32,
-            TensorType::I64,
-            TensorType::F64,
-        ] {
+        for t in [TensorType::I8, TensorType::I16, TensorType::I32, TensorType::I64, TensorType::F64] {
             assert_eq!(TensorType::from_id(t.id()).unwrap(), t);
             assert_eq!(t.block_size(), 1);
             assert_eq!(t.quant(), None);

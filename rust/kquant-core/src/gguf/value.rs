@@ -261,9 +261,7 @@ impl Array {
     fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         let n = self.len() as u64;
         if n > MAX_ARRAY_LEN {
-            return Err(Error::invalid(format!(
-                "array of {n} elements exceeds the limit of {MAX_ARRAY_LEN}"
-            )));
+            return Err(Error::invalid(format!("array of {n} elements exceeds the limit of {MAX_ARRAY_LEN}")));
         }
         put_u32(out, self.elem_type().id());
         out.extend_from_slice(&n.to_le_bytes());
@@ -305,10 +303,7 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 
 pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) -> Result<()> {
     if s.len() as u64 > MAX_STRING_LEN {
-        return Err(Error::invalid(format!(
-            "string of {} bytes exceeds the limit of {MAX_STRING_LEN}",
-            s.len()
-        )));
+        return Err(Error::invalid(format!("string of {} bytes exceeds the limit of {MAX_STRING_LEN}", s.len())));
     }
     put_u64(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());

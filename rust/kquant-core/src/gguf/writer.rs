@@ -24,11 +24,7 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn new(name: impl Into<String>, dims: &[u64], ty: impl Into<TensorType>) -> Self {
-        TensorSpec {
-            name: name.into(),
-            dims: dims.to_vec(),
-            ty: ty.into(),
-        }
+        TensorSpec { name: name.into(), dims: dims.to_vec(), ty: ty.into() }
     }
 }
 
@@ -86,13 +82,7 @@ impl<W: Write> GgufWriter<W> {
                 return Err(Error::invalid(format!("duplicate tensor name {:?}", t.name)));
             }
             let nbytes = tensor_nbytes(&t.name, &t.dims, t.ty)?;
-            infos.push(TensorInfo {
-                name: t.name.clone(),
-                dims: t.dims.clone(),
-                ty: t.ty,
-                offset,
-                nbytes,
-            });
+            infos.push(TensorInfo { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty, offset, nbytes });
             offset = offset
                 .checked_add(nbytes)
                 .and_then(|e| align_up(e, alignment))
@@ -106,8 +96,7 @@ impl<W: Write> GgufWriter<W> {
         put_u64(&mut head, metadata.len() as u64);
         for (k, v) in metadata {
             put_string(&mut head, k)?;
-            v.encode(true, &mut head)
-                .map_err(|e| Error::invalid(format!("metadata {k:?}: {e}")))?;
+            v.encode(true, &mut head).map_err(|e| Error::invalid(format!("metadata {k:?}: {e}")))?;
         }
         for t in &infos {
             put_string(&mut head, &t.name)?;
@@ -122,15 +111,7 @@ impl<W: Write> GgufWriter<W> {
         head.resize(data_offset as usize, 0);
         out.write_all(&head).map_err(|e| io_error(e, "header"))?;
 
-        Ok(GgufWriter {
-            out,
-            tensors: infos,
-            alignment,
-            data_offset,
-            next: 0,
-            written: 0,
-            broken: false,
-        })
+        Ok(GgufWriter { out, tensors: infos, alignment, data_offset, next: 0, written: 0, broken: false })
     }
 
     /// Every declared tensor with its offset (relative to the data section) and size.
@@ -172,9 +153,7 @@ impl<W: Write> GgufWriter<W> {
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
         self.check_usable()?;
         let Some(t) = self.tensors.get(self.next) else {
-            return Err(Error::invalid(format!(
-                "tensor {name:?} written after all declared tensors"
-            )));
+            return Err(Error::invalid(format!("tensor {name:?} written after all declared tensors")));
         };
         if t.name != name {
             let declared = self.tensors.iter().any(|t| t.name == name);
@@ -185,9 +164,7 @@ impl<W: Write> GgufWriter<W> {
             }));
         }
         if self.written != 0 {
-            return Err(Error::invalid(format!(
-                "tensor {name:?} was already partly written in chunks"
-            )));
+            return Err(Error::invalid(format!("tensor {name:?} was already partly written in chunks")));
         }
         if data.len() as u64 != t.nbytes {
             return Err(Error::invalid(format!(
@@ -275,9 +252,8 @@ impl<W: Write> GgufWriter<W> {
 /// `write`) the temporary file is removed and `path` is untouched.
 pub fn write_atomic<T>(path: impl AsRef<Path>, write: impl FnOnce(&mut BufWriter<File>) -> Result<T>) -> Result<T> {
     let path = path.as_ref();
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{} does not name a file", path.display())))?;
+    let file_name =
+        path.file_name().ok_or_else(|| Error::invalid(format!("{} does not name a file", path.display())))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -290,11 +266,7 @@ pub fn write_atomic<T>(path: impl AsRef<Path>, write: impl FnOnce(&mut BufWriter
         loop {
             let mut tmp_name = std::ffi::OsString::from(".");
             tmp_name.push(file_name);
-            tmp_name.push(format!(
-                ".{}.{}.tmp",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
+            tmp_name.push(format!(".{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
             let tmp = dir.join(tmp_name);
             match OpenOptions::new().write(true).create_new(true).open(&tmp) {
                 Ok(f) => break (f, TempGuard(Some(tmp))),

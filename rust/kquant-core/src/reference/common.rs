@@ -14,6 +14,19 @@ pub fn nearest_int(v: f32) -> i32 {
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
+/// C's float-to-integer conversion as x86 performs it (cvttss2si): truncation, and
+/// the "integer indefinite" value for NaN or anything out of range. ggml relies on
+/// it when a degenerate block gives an infinite inverse scale. Narrowing the result
+/// to a byte then keeps its low bits (`as i8`), as C's `(int8_t)` cast does there.
+#[inline(always)]
+pub fn trunc_x86(v: f32) -> i32 {
+    if (-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        v as i32
+    } else {
+        i32::MIN
+    }
+}
+
 #[inline(always)]
 pub fn f16_to_f32(bits: u16) -> f32 {
     f16::from_bits(bits).to_f32()

@@ -1,7 +1,7 @@
 //! Q4_0: blocks of 32, an f16 scale and 16 bytes of 4-bit values offset by 8 (18 bytes).
 //! Byte j holds value j in its low nibble and value j+16 in its high nibble.
 
-use super::common::{make_qx_quants, read_f16, row_sigma2, signed_absmax, write_f16, RmseWeight};
+use super::common::{make_qx_quants, read_f16, row_sigma2, signed_absmax, trunc_x86, write_f16, RmseWeight};
 use super::q8_0;
 use super::Kernels;
 
@@ -26,8 +26,8 @@ fn quantize_ref(x: &[f32], q: &mut [u8]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         write_f16(qb, 0, d);
         for j in 0..QK / 2 {
-            let lo = ((xb[j] * id + 8.5) as i8).min(15) as u8;
-            let hi = ((xb[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
+            let lo = (trunc_x86(xb[j] * id + 8.5) as i8).min(15) as u8;
+            let hi = (trunc_x86(xb[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
             qb[2 + j] = lo | (hi << 4);
         }
     }

@@ -2,8 +2,8 @@
 //! (20 bytes); value = level * d + m. Byte j holds level j in its low nibble and level
 //! j+16 in its high nibble.
 
+use super::common::trunc_x86;
 use super::common::{read_f16, row_sigma2, write_f16};
-use super::q5_0::trunc_x86;
 use super::q8_1;
 use super::search::{make_qkx3_quants, ErrorNorm, ScaleSteps};
 use super::Kernels;

@@ -2,7 +2,7 @@
 //! Values are stored offset by 16. Byte j of `qs` holds the low nibbles of values j and
 //! j+16; bit j of the little-endian u32 `qh` is the fifth bit of value j.
 
-use super::common::{make_qx_quants, read_f16, row_sigma2, signed_absmax, write_f16, RmseWeight};
+use super::common::{make_qx_quants, read_f16, row_sigma2, signed_absmax, trunc_x86, write_f16, RmseWeight};
 use super::q8_0;
 use super::Kernels;
 
@@ -20,18 +20,6 @@ fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => quantize_ref(x, q),
         Some(w) => quantize_imat(x, q, w),
-    }
-}
-
-/// C's float-to-integer conversion as x86 performs it (cvttss2si): truncation, and
-/// the "integer indefinite" value for NaN or anything out of range. ggml relies on
-/// it when a degenerate block gives an infinite inverse scale.
-#[inline(always)]
-pub(super) fn trunc_x86(v: f32) -> i32 {
-    if (-2_147_483_648.0..2_147_483_648.0).contains(&v) {
-        v as i32
-    } else {
-        i32::MIN
     }
 }
 

@@ -1,9 +1,10 @@
 //! Q5_1: blocks of 32, f16 `d`, f16 `m`, 32 high bits and 16 bytes of low nibbles
 //! (24 bytes); value = level * d + m with levels 0..=31, packed like Q5_0.
 
+use super::common::trunc_x86;
 use super::common::{read_f16, row_sigma2, write_f16};
 use super::q4_1::{min_max, LEGACY_STEPS};
-use super::q5_0::{pack_5bit, trunc_x86, unpack_5bit};
+use super::q5_0::{pack_5bit, unpack_5bit};
 use super::q8_1;
 use super::search::{make_qkx3_quants, ErrorNorm};
 use super::Kernels;

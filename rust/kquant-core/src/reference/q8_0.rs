@@ -1,6 +1,6 @@
 //! Q8_0: blocks of 32, an f16 scale and 32 int8 values (34 bytes).
 
-use super::common::{read_f16, write_f16};
+use super::common::{read_f16, trunc_x86, write_f16};
 use super::Kernels;
 
 pub const QK: usize = 32;
@@ -21,7 +21,7 @@ pub fn quantize_ref(x: &[f32], q: &mut [u8]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         write_f16(qb, 0, d);
         for (o, &v) in qb[2..].iter_mut().zip(xb) {
-            *o = (v * id).round() as i8 as u8;
+            *o = trunc_x86((v * id).round()) as i8 as u8;
         }
     }
 }

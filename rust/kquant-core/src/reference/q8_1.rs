@@ -1,7 +1,7 @@
 //! Q8_1: Q8_0 plus an f16 `s = d * sum(q)` (36 bytes: d, s, 32 int8). Only ever an
 //! activation format: the partner of Q4_1 and Q5_1, whose dots use `s` for the minimum.
 
-use super::common::{read_f16, write_f16};
+use super::common::{read_f16, trunc_x86, write_f16};
 use super::Kernels;
 
 pub const QK: usize = 32;
@@ -22,7 +22,7 @@ pub fn quantize_ref(x: &[f32], q: &mut [u8]) {
         write_f16(qb, 0, d);
         let mut sum = 0i32;
         for (o, &v) in qb[4..].iter_mut().zip(xb) {
-            let r = (v * id).round() as i8;
+            let r = trunc_x86((v * id).round()) as i8;
             *o = r as u8;
             sum += r as i32;
         }

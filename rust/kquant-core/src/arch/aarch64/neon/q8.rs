@@ -24,6 +24,11 @@ unsafe fn q8_block(x: &[f32; QK]) -> (f32, [int8x16_t; 2]) {
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut out = [vdupq_n_s8(0); 2];
+    if id.is_infinite() {
+        // d is subnormal: every x*id is +-inf or NaN, which the reference's x86-style
+        // float-to-int conversion turns into the byte 0 (see `common::trunc_x86`)
+        return (d, out);
+    }
     for (h, o) in out.iter_mut().enumerate() {
         let r: [int32x4_t; 4] = std::array::from_fn(|k| vcvtaq_s32_f32(vmulq_n_f32(ld_f32(x, 16 * h + 4 * k), id)));
         let a = vcombine_s16(vqmovn_s32(r[0]), vqmovn_s32(r[1]));

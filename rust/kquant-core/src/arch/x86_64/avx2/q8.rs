@@ -64,6 +64,11 @@ unsafe fn q8_block(x: &[f32; QK]) -> (f32, __m256i, __m256i) {
     let amax = abs_max32(x);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    if id.is_infinite() {
+        // d is subnormal: every x*id is +-inf or NaN, which the reference's x86-style
+        // float-to-int conversion turns into the byte 0 (see `common::trunc_x86`)
+        return (d, _mm256_setzero_si256(), _mm256_setzero_si256());
+    }
     let idv = _mm256_set1_ps(id);
     let i0 = round_away_sat_i8(_mm256_mul_ps(loadps(x, 0), idv));
     let i1 = round_away_sat_i8(_mm256_mul_ps(loadps(x, 8), idv));

@@ -1,0 +1,1012 @@
+"""llama-quantize's per-tensor type choice ("recipes"), in pure Python.
+
+Given a model's tensors (name, shape, current type), a few model facts from
+its GGUF metadata and a llama.cpp file type such as Q4_K_M, :func:`plan_quantization`
+says for every tensor whether llama-quantize would convert it, to which type,
+and why: the file type's default type, the mix upgrades (output, attn_v,
+ffn_down, attn_output, layers that get more bits, GQA and 8-expert rules), the
+row-length fallbacks and the user's overrides (``--tensor-type``,
+``--output-tensor-type``, ``--token-embedding-type``, ``--leave-output-tensor``,
+``--pure``, ``--allow-requantize``, ``--imatrix`` with ``--include-weights`` /
+``--exclude-weights``).
+
+Source of truth: llama.cpp ``src/llama-quant.cpp`` at commit
+007dbbf3fd17eefe9b47fee45f48f7ba5e62b714 and ``tools/quantize/quantize.cpp`` at
+03161a4eb9a2ec66ef97789f347c5a28279f06ea (2025/2026 master). Only the file
+types whose tensor types kquant can produce are modelled, so the IQ1/IQ2/IQ3,
+TQ, MXFP4 and NVFP4 branches are absent. Worth knowing when comparing with
+files made by older llama.cpp releases:
+
+* the row-length fallback of Q2_K and Q3_K is Q4_0 here; older releases used
+  IQ4_NL;
+* ``attn_qkv.weight`` is counted and treated like ``attn_v.weight`` (the
+  dedicated attn_qkv branch of the source cannot be reached any more), so
+  Q4_K_M gives it Q6_K on the "more bits" layers and Q4_K elsewhere, where
+  older releases gave it Q5_K everywhere;
+* ``--tensor-type`` overrides now win over the mix rules, still go through the
+  row-length fallback, apply under ``--pure`` too, and an overridden tensor
+  does not advance the attn_v / ffn_down layer counters; older releases applied
+  them after the mix and only when no fallback had happened;
+* ``per_layer_token_embd.weight`` counts as a token embedding.
+
+Shapes: :class:`TensorSpec` stores ``ne``, the shape in ggml order, ``ne[0]``
+being the row length (what GGUF files and ``gguf.GGUFReader`` store). Use
+:meth:`TensorSpec.from_numpy` for a NumPy-order shape (row length last).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Pattern, Sequence, Tuple, Union
+
+from ._types import QTypeLike, QuantType
+
+__all__ = [
+    "FileType",
+    "FileTypeLike",
+    "TensorSpec",
+    "ModelFacts",
+    "QuantizeOptions",
+    "TensorPlan",
+    "QuantPlan",
+    "QuantizeError",
+    "plan_quantization",
+    "plan_gguf",
+    "parse_tensor_type",
+    "parse_tensor_type_text",
+    "load_tensor_type_file",
+    "tensors_from_gguf",
+]
+
+LLAMA_CPP_COMMIT = "007dbbf3fd17eefe9b47fee45f48f7ba5e62b714"
+
+
+class QuantizeError(ValueError):
+    """llama-quantize would stop with this error (requantizing, missing imatrix, bad shape)."""
+
+
+class FileType(enum.IntEnum):
+    """A llama.cpp file type (``LLAMA_FTYPE_*``); the value is llama.cpp's id.
+
+    COPY is kquant's name for llama-quantize's ``COPY``: keep every tensor's
+    type. llama.cpp has no id for it (it reuses ALL_F32 plus a flag), so its
+    value, -1, is not a llama.cpp id.
+    """
+
+    F32 = 0
+    F16 = 1
+    Q4_0 = 2
+    Q4_1 = 3
+    Q8_0 = 7
+    Q5_0 = 8
+    Q5_1 = 9
+    Q2_K = 10
+    Q3_K_S = 11
+    Q3_K_M = 12
+    Q3_K_L = 13
+    Q4_K_S = 14
+    Q4_K_M = 15
+    Q5_K_S = 16
+    Q5_K_M = 17
+    Q6_K = 18
+    Q2_K_S = 21
+    IQ4_NL = 25
+    IQ4_XS = 30
+    BF16 = 32
+    COPY = -1
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def default_type(self) -> Optional[QuantType]:
+        """The tensor type most weights get (None for COPY)."""
+        return _DEFAULT_TYPE.get(self)
+
+    @classmethod
+    def parse(cls, ftype: FileTypeLike) -> FileType:
+        """A FileType from a FileType, a llama.cpp id or a name in any letter case.
+
+        Like llama-quantize, Q3_K, Q4_K and Q5_K mean their _M variants; a
+        ``LLAMA_FTYPE_MOSTLY_`` / ``LLAMA_FTYPE_ALL_`` prefix is accepted.
+        """
+        if isinstance(ftype, FileType):
+            return ftype
+        if isinstance(ftype, str):
+            key = ftype.strip().upper()
+            for prefix in ("LLAMA_FTYPE_", "MOSTLY_", "ALL_"):
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+            key = _FTYPE_ALIASES.get(key, key)
+            if key in cls.__members__:
+                return cls[key]
+            if re.fullmatch(r"[+-]?\d+", key):
+                return cls._from_id(int(key))
+            raise ValueError(f"unknown file type {ftype!r}; expected one of {', '.join(cls.__members__)}")
+        if isinstance(ftype, bool) or not isinstance(ftype, int):
+            raise TypeError(f"file type must be a FileType, a llama.cpp id or a name, not {type(ftype).__name__}")
+        return cls._from_id(int(ftype))
+
+    @classmethod
+    def _from_id(cls, value: int) -> FileType:
+        # -1 is kquant's own marker, not something a caller can mean by a number
+        if value == cls.COPY.value:
+            raise ValueError("file type id -1 is not a llama.cpp id; use 'COPY'")
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"unsupported llama.cpp file type id {value}") from None
+
+
+FileTypeLike = Union[FileType, int, str]
+
+_FTYPE_ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
+
+_DEFAULT_TYPE = {
+    FileType.F32: QuantType.F32,
+    FileType.F16: QuantType.F16,
+    FileType.BF16: QuantType.BF16,
+    FileType.Q4_0: QuantType.Q4_0,
+    FileType.Q4_1: QuantType.Q4_1,
+    FileType.Q5_0: QuantType.Q5_0,
+    FileType.Q5_1: QuantType.Q5_1,
+    FileType.Q8_0: QuantType.Q8_0,
+    FileType.Q2_K: QuantType.Q2_K,
+    FileType.Q2_K_S: QuantType.Q2_K,
+    FileType.Q3_K_S: QuantType.Q3_K,
+    FileType.Q3_K_M: QuantType.Q3_K,
+    FileType.Q3_K_L: QuantType.Q3_K,
+    FileType.Q4_K_S: QuantType.Q4_K,
+    FileType.Q4_K_M: QuantType.Q4_K,
+    FileType.Q5_K_S: QuantType.Q5_K,
+    FileType.Q5_K_M: QuantType.Q5_K,
+    FileType.Q6_K: QuantType.Q6_K,
+    FileType.IQ4_NL: QuantType.IQ4_NL,
+    FileType.IQ4_XS: QuantType.IQ4_XS,
+}
+
+
+# --------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of the input model.
+
+    ``ne`` is the shape in ggml order: ``ne[0]`` is the row length (the
+    contiguous axis), as GGUF and ``gguf.GGUFReader`` report it. A NumPy array
+    of shape ``(rows, n)`` has ``ne == (n, rows)``; build from NumPy order with
+    :meth:`from_numpy`. ``type`` is the tensor's current type.
+    """
+
+    name: str
+    ne: Tuple[int, ...]
+    type: QuantType = QuantType.F32
+
+    def __post_init__(self) -> None:
+        ne = tuple(int(d) for d in self.ne)
+        if not 1 <= len(ne) <= 4:
+            raise ValueError(f"{self.name}: ggml tensors have 1 to 4 dimensions, got ne={ne}")
+        if any(d < 0 for d in ne):
+            raise ValueError(f"{self.name}: negative dimension in ne={ne}")
+        object.__setattr__(self, "ne", ne)
+        object.__setattr__(self, "type", QuantType.parse(self.type))
+
+    @classmethod
+    def from_numpy(cls, name: str, shape: Sequence[int], type: QTypeLike = QuantType.F32) -> TensorSpec:
+        """From a NumPy-order shape (row length last)."""
+        return cls(name, tuple(reversed([int(d) for d in shape])), QuantType.parse(type))
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """The NumPy-order shape (row length last)."""
+        return tuple(reversed(self.ne))
+
+    @property
+    def row_length(self) -> int:
+        return self.ne[0]
+
+    @property
+    def n_dims(self) -> int:
+        """ggml_n_dims: trailing axes of length 1 do not count, so (4096, 1) is 1-D."""
+        for i in range(len(self.ne) - 1, 0, -1):
+            if self.ne[i] > 1:
+                return i + 1
+        return 1
+
+
+TensorLike = Union[TensorSpec, Tuple[str, Sequence[int]], Tuple[str, Sequence[int], QTypeLike]]
+
+
+def _as_spec(t: Any) -> TensorSpec:
+    if isinstance(t, TensorSpec):
+        return t
+    if isinstance(t, (tuple, list)) and len(t) in (2, 3):
+        return TensorSpec(t[0], tuple(t[1]), QuantType.parse(t[2]) if len(t) == 3 else QuantType.F32)
+    raise TypeError(f"expected a TensorSpec or a (name, ne[, type]) tuple, got {t!r}")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """The model hyperparameters llama.cpp's rules look at.
+
+    ``n_layer`` is ``{arch}.block_count``; ``n_head`` / ``n_head_kv`` are
+    layer 0's head counts (``n_head_kv`` None means no GQA: equal to
+    ``n_head``); ``n_expert`` is ``{arch}.expert_count`` (0 for dense models).
+    ``is_70b`` forces llama.cpp's LLM_TYPE_70B, which gives attn_v more bits;
+    None infers it from the architecture and the layer count as llama.cpp's
+    model loader does for the architectures that have a 70B size.
+    """
+
+    architecture: str = "llama"
+    n_layer: int = 0
+    n_head: int = 0
+    n_head_kv: Optional[int] = None
+    n_expert: int = 0
+    n_embd: int = 0
+    is_70b: Optional[bool] = None
+
+    @property
+    def n_gqa(self) -> int:
+        """llama_hparams::n_gqa(0): query heads per KV head, 0 when there are no KV heads."""
+        kv = self.n_head if self.n_head_kv is None else self.n_head_kv
+        return 0 if kv == 0 else self.n_head // kv
+
+    @property
+    def llm_type_70b(self) -> bool:
+        if self.is_70b is not None:
+            return self.is_70b
+        arch = self.architecture.lower()
+        kv = self.n_head if self.n_head_kv is None else self.n_head_kv
+        if arch == "llama":
+            # the loader calls 80 equal-head layers 65B; only with GQA is it 70B
+            return self.n_layer == 80 and self.n_expert != 8 and self.n_head != kv
+        return (arch, self.n_layer) in _LLM_TYPE_70B
+
+    @classmethod
+    def from_gguf_metadata(cls, meta: Mapping[str, Any], architecture: Optional[str] = None) -> ModelFacts:
+        """From GGUF key/values: ``general.architecture``, ``{arch}.block_count``,
+        ``{arch}.attention.head_count[_kv]`` (scalars or per-layer arrays),
+        ``{arch}.expert_count`` and ``{arch}.embedding_length``."""
+        arch = architecture if architecture is not None else meta.get("general.architecture")
+        if not arch:
+            raise ValueError("no general.architecture in the metadata; pass architecture=")
+        arch = str(arch)
+
+        def first(key: str, default: Optional[int]) -> Optional[int]:
+            v = meta.get(f"{arch}.{key}")
+            if v is None:
+                return default
+            if isinstance(v, (str, bytes)):
+                raise ValueError(f"{arch}.{key} is not a number: {v!r}")
+            if hasattr(v, "__len__"):
+                return int(v[0]) if len(v) else default
+            return int(v)
+
+        n_layer = first("block_count", None)
+        if n_layer is None:
+            raise ValueError(f"no {arch}.block_count in the metadata")
+        n_head = first("attention.head_count", 0) or 0
+        return cls(
+            architecture=arch,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_head_kv=first("attention.head_count_kv", None),
+            n_expert=first("expert_count", 0) or 0,
+            n_embd=first("embedding_length", 0) or 0,
+        )
+
+    @classmethod
+    def from_gguf(cls, source: Any) -> ModelFacts:
+        """From a GGUF file path or a ``gguf.GGUFReader``."""
+        return cls.from_gguf_metadata(_reader_metadata(_reader(source)))
+
+
+# llama.cpp's loaders name these (architecture, block_count) pairs LLM_TYPE_70B
+_LLM_TYPE_70B = {("deci", 80), ("qwen2", 80), ("jais2", 68)}
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """llama-quantize's options that change the per-tensor choice.
+
+    ``tensor_types``: ``(pattern, type)`` pairs, or ``"pattern=type"`` strings
+    (parsed like ``--tensor-type``, which lowercases the pattern); each pattern
+    is a regular expression searched anywhere in the tensor name and the first
+    that matches wins. ``output_tensor_type`` / ``token_embedding_type`` set
+    those two tensors' types. ``leave_output_tensor`` keeps output.weight as
+    it is. ``pure`` turns the mix rules off. ``allow_requantize`` permits
+    converting an already quantized tensor. ``imatrix``: False for none, True
+    for an importance matrix with an entry for every tensor, or the names the
+    imatrix has entries for. ``include_weights`` / ``exclude_weights`` are
+    name substrings (as in llama-quantize, not regexes) that keep or drop
+    imatrix entries; at most one of the two may be given. ``dry_run`` reports
+    the errors llama-quantize would stop with on the plan instead of raising.
+    """
+
+    tensor_types: Sequence[Union[str, Tuple[Union[str, Pattern[str]], QTypeLike]]] = ()
+    output_tensor_type: Optional[QTypeLike] = None
+    token_embedding_type: Optional[QTypeLike] = None
+    leave_output_tensor: bool = False
+    pure: bool = False
+    allow_requantize: bool = False
+    imatrix: Union[bool, Iterable[str]] = False
+    include_weights: Sequence[str] = ()
+    exclude_weights: Sequence[str] = ()
+    dry_run: bool = False
+
+
+def parse_tensor_type(arg: str) -> Tuple[str, QuantType]:
+    """Parse one ``--tensor-type`` argument ``pattern=type``.
+
+    As llama-quantize does, the pattern is lowercased and the type name is
+    case-insensitive.
+    """
+    name, sep, qtype = arg.partition("=")
+    if not sep:
+        raise ValueError(f"malformed tensor type {arg!r}: expected pattern=type")
+    if not name:
+        raise ValueError(f"missing tensor name in {arg!r}")
+    if not qtype:
+        raise ValueError(f"missing quantization type in {arg!r}")
+    try:
+        t = QuantType.parse(qtype)
+    except ValueError:
+        raise ValueError(f"invalid quantization type {qtype!r} in {arg!r}") from None
+    return name.lower(), t
+
+
+def parse_tensor_type_text(text: str) -> List[Tuple[str, QuantType]]:
+    """Parse a ``--tensor-type-file``'s text: ``pattern=type`` items separated by any whitespace."""
+    return [parse_tensor_type(item) for item in text.split()]
+
+
+def load_tensor_type_file(path: Union[str, os.PathLike]) -> List[Tuple[str, QuantType]]:
+    """Read a ``--tensor-type-file``."""
+    with open(path, encoding="utf-8") as f:
+        return parse_tensor_type_text(f.read())
+
+
+# --------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """What llama-quantize does with one tensor.
+
+    ``quantize``: the tensor is converted (its target type differs from its
+    current type). ``allowed``: llama.cpp's "may this tensor be quantized at
+    all" test passed; a tensor can be allowed and still keep its type.
+    ``use_imatrix``: the conversion gets the importance matrix.
+    ``requires_imatrix``: the target type is one llama.cpp refuses to make
+    without one. ``fallback``: the row-length fallback changed the type.
+    """
+
+    name: str
+    ne: Tuple[int, ...]
+    current_type: QuantType
+    target_type: QuantType
+    quantize: bool
+    allowed: bool
+    category: str
+    reason: str
+    use_imatrix: bool = False
+    requires_imatrix: bool = False
+    fallback: bool = False
+    error: Optional[str] = None
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.target_type.name} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """The per-tensor plan, in the order llama-quantize processes and writes tensors."""
+
+    file_type: FileType
+    model: ModelFacts
+    entries: Tuple[TensorPlan, ...]
+    n_fallback: int = 0
+    has_imatrix: bool = False
+    _index: Dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({e.name: i for i, e in enumerate(self.entries)})
+
+    def __iter__(self) -> Iterator[TensorPlan]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: Union[str, int]) -> TensorPlan:
+        if isinstance(key, str):
+            return self.entries[self._index[key]]
+        return self.entries[key]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def types(self) -> Dict[str, QuantType]:
+        """Tensor name -> target type."""
+        return {e.name: e.target_type for e in self.entries}
+
+    def quantized(self) -> List[TensorPlan]:
+        """The entries that are converted."""
+        return [e for e in self.entries if e.quantize]
+
+    def summary(self) -> Dict[QuantType, int]:
+        """How many tensors end up in each type."""
+        return dict(Counter(e.target_type for e in self.entries))
+
+    @property
+    def errors(self) -> List[str]:
+        """The errors llama-quantize would stop with (collected under dry_run)."""
+        return [e.error for e in self.entries if e.error]
+
+    def to_text(self) -> str:
+        return "\n".join(str(e) for e in self.entries)
+
+
+# --------------------------------------------------------------------------
+# the rules
+# --------------------------------------------------------------------------
+
+
+class _Cat(enum.Enum):
+    TOKEN_EMBD = "token_embd"
+    ATTENTION_Q = "attn_q"
+    ATTENTION_V = "attn_v"
+    ATTENTION_K = "attn_k"
+    ATTENTION_QKV = "attn_qkv"
+    ATTENTION_KV_B = "attn_kv_b"
+    ATTENTION_OUTPUT = "attn_output"
+    FFN_UP = "ffn_up"
+    FFN_GATE = "ffn_gate"
+    FFN_DOWN = "ffn_down"
+    OUTPUT = "output"
+    OTHER = "other"
+
+
+_TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
+
+# order matters: the first substring found decides
+_CATEGORY_SUBSTRINGS = (
+    ("attn_qkv.weight", _Cat.ATTENTION_QKV),
+    ("attn_kv_b.weight", _Cat.ATTENTION_KV_B),
+    ("attn_v.weight", _Cat.ATTENTION_V),
+    ("attn_k.weight", _Cat.ATTENTION_K),
+    ("attn_q.weight", _Cat.ATTENTION_Q),
+    ("attn_output.weight", _Cat.ATTENTION_OUTPUT),
+    ("ffn_up", _Cat.FFN_UP),
+    ("ffn_gate", _Cat.FFN_GATE),
+    ("ffn_down", _Cat.FFN_DOWN),
+)
+
+_ATTN_V_LIKE = (_Cat.ATTENTION_V, _Cat.ATTENTION_QKV, _Cat.ATTENTION_KV_B)
+
+
+def _category(name: str) -> _Cat:
+    if name == "output.weight":
+        return _Cat.OUTPUT
+    if name in _TOKEN_EMBD_NAMES:
+        return _Cat.TOKEN_EMBD
+    for sub, cat in _CATEGORY_SUBSTRINGS:
+        if sub in name:
+            return cat
+    return _Cat.OTHER
+
+
+# substrings of names llama.cpp never quantizes, with the reason shown in the plan
+_NEVER_QUANTIZED = (
+    ("ffn_gate_inp.weight", "expert router (ffn_gate_inp)"),
+    ("ffn_gate_tid2eid.weight", "token-to-expert routing table"),
+    ("altup", "altup tensor (tiny)"),
+    ("laurel", "laurel tensor (tiny)"),
+    ("per_layer_model_proj", "per_layer_model_proj (kept as is)"),
+    ("ssm_conv1d", "ssm conv1d weight (tiny)"),
+    ("shortconv.conv.weight", "short conv weight (tiny)"),
+    ("indexer.k_proj.weight", "indexer projection (tiny)"),
+    ("indexer.q_proj.weight", "indexer projection (tiny)"),
+    *(
+        (f"time_mix_{s}.weight", "RWKV time-mix weight (small)")
+        for s in (
+            "first", "w0", "w1", "w2", "v0", "v1", "v2", "a0", "a1", "a2",
+            "g1", "g2", "decay_w1", "decay_w2", "lerp_fused",
+        )
+    ),
+    ("attn_rel_b.weight", "relative position bias"),
+    (".position_embd", "multimodal position embedding"),
+    ("sam.pos_embd", "multimodal position embedding"),
+    ("sam.neck.", "multimodal SAM neck"),
+    ("sam.net_", "multimodal SAM net"),
+    (".rel_pos", "multimodal relative position"),
+    (".patch_embd", "multimodal patch embedding"),
+    (".patch_merger", "multimodal patch merger"),
+    ("a.rvq.codebook", "audio codebook"),
+    ("mm.a.code_embd", "audio codebook"),
+)
+
+
+def _refusal(spec: TensorSpec, opts: QuantizeOptions, only_copy: bool) -> Optional[str]:
+    """Why llama.cpp will not quantize this tensor, or None when it may."""
+    if only_copy:
+        return "COPY keeps every tensor"
+    if spec.n_dims < 2:
+        return "1-D tensor"
+    name = spec.name
+    if not name.endswith("weight"):
+        return "not a weight"
+    if "_norm.weight" in name:
+        return "norm weight"
+    if opts.leave_output_tensor and name == "output.weight":
+        return "leave_output_tensor"
+    for sub, why in _NEVER_QUANTIZED:
+        if sub in name:
+            return why
+    # llama.cpp spells these through the architecture's tensor table; no
+    # architecture uses the names for anything else
+    if name in ("position_embd.weight", "token_types.weight"):
+        return "positional embedding or token types"
+    return None
+
+
+def _use_more_bits(i_layer: int, n_layers: int) -> bool:
+    # the first and last eighth of the layers, and every third one in between
+    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+
+
+_LAYER_RE = re.compile(r"blk\.\s*([+-]?\d+)")
+
+
+def _layer_of(name: str) -> Optional[int]:
+    """The layer number sscanf(name, "blk.%d.") reads, or None."""
+    m = _LAYER_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _load_order_key(spec: TensorSpec) -> Tuple[int, str]:
+    # llama.cpp's loader keeps weights in a map ordered by layer, then name;
+    # the layer counters of the mix rules rely on that order
+    layer = _layer_of(spec.name)
+    return (-1 if layer is None else layer, spec.name)
+
+
+_FALLBACK = {
+    QuantType.IQ4_XS: QuantType.IQ4_NL,
+    QuantType.Q2_K: QuantType.Q4_0,
+    QuantType.Q3_K: QuantType.Q4_0,
+    QuantType.Q4_K: QuantType.Q5_0,
+    QuantType.Q5_K: QuantType.Q5_1,
+    QuantType.Q6_K: QuantType.Q8_0,
+}
+
+_F = FileType
+_Q = QuantType
+
+_ATTN_OUT_Q5_K_FOR_8_EXPERTS = {_F.Q2_K, _F.Q3_K_S, _F.Q3_K_M, _F.IQ4_NL, _F.Q4_K_S, _F.Q4_K_M, _F.IQ4_XS}
+
+
+class _Planner:
+    def __init__(self, model: ModelFacts, ftype: FileType, opts: QuantizeOptions, specs: List[TensorSpec]):
+        self.model = model
+        self.ftype = ftype
+        self.opts = opts
+        self.arch = model.architecture.lower()
+        self.is_falcon = self.arch == "falcon"
+        self.n_expert = max(1, model.n_expert)
+        self.has_imatrix = False
+        self.n_attention_wv = sum(1 for s in specs if _category(s.name) in _ATTN_V_LIKE)
+        self.n_ffn_down = self.n_ffn_gate = self.n_ffn_up = model.n_layer
+        self.i_attention_wv = self.i_ffn_down = self.i_ffn_gate = self.i_ffn_up = 0
+        self.n_fallback = 0
+        # tied embeddings: without an output.weight the token embedding doubles as the output
+        self.tied = not any(s.name == "output.weight" for s in specs)
+        self.patterns: List[Tuple[Pattern[str], QuantType]] = []
+        for item in opts.tensor_types:
+            if isinstance(item, str):
+                pat, t = parse_tensor_type(item)
+            else:
+                pat, t = item[0], QuantType.parse(item[1])
+            self.patterns.append((pat if isinstance(pat, re.Pattern) else re.compile(pat), t))
+        self.output_type = None if opts.output_tensor_type is None else QuantType.parse(opts.output_tensor_type)
+        self.embd_type = None if opts.token_embedding_type is None else QuantType.parse(opts.token_embedding_type)
+
+    def layer_info(self, counter: int, n_layer: int, name: str) -> Tuple[int, int]:
+        if self.n_expert > 1:
+            # experts are not stored in layer order, so the counter is no use
+            layer = _layer_of(name)
+            if layer is None:
+                raise QuantizeError(f"Failed to determine layer for tensor {name}")
+            if layer < 0 or layer >= n_layer:
+                raise QuantizeError(f"Bad layer {layer} for tensor {name}. Must be in [0, {n_layer})")
+            return layer, n_layer
+        return counter, n_layer
+
+    def mix(self, spec: TensorSpec, cat: _Cat, new: QuantType, notes: List[str]) -> QuantType:
+        """llama_tensor_get_type_impl for the file types kquant supports."""
+        f = self.ftype
+        m = self.model
+        name = spec.name
+        before = new
+
+        if cat == _Cat.OUTPUT or (self.tied and cat == _Cat.TOKEN_EMBD):
+            what = "output" if cat == _Cat.OUTPUT else "tied token embedding (used as output)"
+            if self.output_type is not None:
+                notes.append(f"{what}: output_tensor_type {self.output_type.name}")
+                return self.output_type
+            if self.is_falcon or spec.row_length % new.block_size:
+                new = _Q.Q8_0
+                why = "falcon" if self.is_falcon else f"row length {spec.row_length} not divisible by {before.block_size}"
+                notes.append(f"mix upgrade: {what} -> Q8_0 ({why})")
+            elif new != _Q.Q8_0:
+                new = _Q.Q6_K
+                notes.append(f"mix upgrade: {what} -> Q6_K")
+            return new
+
+        if cat == _Cat.TOKEN_EMBD:
+            # only IQ1/IQ2/IQ3/TQ file types change an untied token embedding
+            return new
+
+        if cat in _ATTN_V_LIKE:
+            i, n = self.i_attention_wv, self.n_attention_wv
+            gqa = m.n_gqa
+            why = ""
+            if f == _F.Q2_K:
+                new = _Q.Q4_K if gqa >= 4 else _Q.Q3_K
+                why = f"n_gqa {gqa} >= 4" if gqa >= 4 else f"n_gqa {gqa} < 4"
+            elif f == _F.Q2_K_S and gqa >= 4:
+                new, why = _Q.Q4_K, f"n_gqa {gqa} >= 4"
+            elif f == _F.Q3_K_M:
+                new = _Q.Q5_K if i < 2 else _Q.Q4_K
+                why = f"attn_v #{i} of {n}" + (" (first two)" if i < 2 else "")
+            elif f == _F.Q3_K_L:
+                new = _Q.Q5_K
+            elif f in (_F.IQ4_NL, _F.IQ4_XS) and gqa >= 4:
+                new, why = _Q.Q5_K, f"n_gqa {gqa} >= 4"
+            elif f in (_F.Q4_K_M, _F.Q5_K_M) and _use_more_bits(i, n):
+                new, why = _Q.Q6_K, f"attn_v #{i} of {n} gets more bits"
+            elif f == _F.Q4_K_S and i < 4:
+                new, why = _Q.Q5_K, f"attn_v #{i} of {n} (first four)"
+            if m.llm_type_70b and new in (_Q.Q3_K, _Q.Q4_K):
+                # 70B shares each attn_v among 8 heads: it is small, so more bits cost little
+                new, why = _Q.Q5_K, "70B model"
+            if m.n_expert == 8:
+                new, why = _Q.Q8_0, "8 experts"
+            self.i_attention_wv += 1
+            if new != before:
+                notes.append(f"mix upgrade: {cat.value} -> {new.name}" + (f" ({why})" if why else ""))
+            return new
+
+        if cat == _Cat.ATTENTION_K:
+            if m.n_expert == 8:
+                new = _Q.Q8_0
+                notes.append("mix upgrade: attn_k -> Q8_0 (8 experts)")
+            return new
+
+        if cat == _Cat.ATTENTION_Q:
+            return new
+
+        if cat == _Cat.FFN_DOWN:
+            i, n = self.layer_info(self.i_ffn_down, self.n_ffn_down, name)
+            more = _use_more_bits(i, n)
+            where = f"layer {i} of {n}"
+            why = where
+            if f == _F.Q2_K:
+                new = _Q.Q3_K
+            elif f == _F.Q2_K_S:
+                if i < n // 8:
+                    new, why = _Q.Q4_K, f"{where}, first eighth"
+            elif f == _F.Q3_K_M:
+                if i < n // 16:
+                    new, why = _Q.Q5_K, f"{where}, first sixteenth"
+                elif not self.is_falcon or more:
+                    new = _Q.Q4_K
+                    why = f"{where}, falcon, gets more bits" if self.is_falcon else where
+                else:
+                    new = _Q.Q3_K
+            elif f == _F.Q3_K_L:
+                new = _Q.Q4_K if self.is_falcon else _Q.Q5_K
+            elif f == _F.Q4_K_M:
+                if self.is_falcon:
+                    if i < n // 16:
+                        new, why = _Q.Q6_K, f"{where}, falcon, first sixteenth"
+                    elif more:
+                        new, why = _Q.Q5_K, f"{where}, falcon, gets more bits"
+                    else:
+                        new = _Q.Q4_K
+                elif more:
+                    new, why = _Q.Q6_K, f"{where} gets more bits"
+            elif i < n // 8 and f in (_F.IQ4_NL, _F.IQ4_XS) and not self.has_imatrix:
+                new, why = _Q.Q5_K, f"{where}, first eighth, no imatrix"
+            elif f == _F.Q5_K_M and more:
+                new, why = _Q.Q6_K, f"{where} gets more bits"
+            elif f == _F.Q4_K_S and not self.is_falcon and i < n // 8:
+                new, why = _Q.Q5_K, f"{where}, first eighth"
+            elif f in (_F.Q4_0, _F.Q5_0) and self.has_imatrix and i < n // 8:
+                # an imatrix does not tame the first ffn_down layers of Q4_0/Q5_0
+                new = _Q.Q4_1 if f == _F.Q4_0 else _Q.Q5_1
+                why = f"{where}, first eighth, with imatrix"
+            self.i_ffn_down += 1
+            if new != before:
+                notes.append(f"mix upgrade: ffn_down -> {new.name} ({why})")
+            return new
+
+        if cat == _Cat.ATTENTION_OUTPUT:
+            if not self.is_falcon:
+                if m.n_expert == 8:
+                    if f in _ATTN_OUT_Q5_K_FOR_8_EXPERTS:
+                        new = _Q.Q5_K
+                elif f == _F.Q2_K:
+                    new = _Q.Q3_K
+                elif f == _F.Q3_K_M:
+                    new = _Q.Q4_K
+                elif f == _F.Q3_K_L:
+                    new = _Q.Q5_K
+            elif f == _F.Q3_K_L:
+                new = _Q.Q4_K
+            if new != before:
+                why = "8 experts" if m.n_expert == 8 else ("falcon" if self.is_falcon else "")
+                notes.append(f"mix upgrade: attn_output -> {new.name}" + (f" ({why})" if why else ""))
+            return new
+
+        # the source's own attn_qkv branch sits after the attn_v-like one and never runs
+        if cat == _Cat.FFN_GATE:
+            self.layer_info(self.i_ffn_gate, self.n_ffn_gate, name)
+            self.i_ffn_gate += 1
+        elif cat == _Cat.FFN_UP:
+            self.layer_info(self.i_ffn_up, self.n_ffn_up, name)
+            self.i_ffn_up += 1
+        return new
+
+    def fallback(self, spec: TensorSpec, new: QuantType, notes: List[str]) -> Tuple[QuantType, bool]:
+        ncols = spec.row_length
+        qk = new.block_size
+        if ncols % qk == 0:
+            return new, False
+        self.n_fallback += 1
+        alt = _FALLBACK.get(new)
+        if alt is None:
+            raise QuantizeError(
+                f"no tensor type fallback is defined for type {new.name} "
+                f"({spec.name}: row length {ncols} not divisible by {qk})"
+            )
+        why = f"row length {ncols} not divisible by {qk}"
+        if ncols % alt.block_size:
+            notes.append(f"fallback {new.name}->F16: {why}, nor by {alt.block_size} for {alt.name}")
+            return _Q.F16, True
+        notes.append(f"fallback {new.name}->{alt.name}: {why}")
+        return alt, True
+
+    def target(self, spec: TensorSpec, cat: _Cat, notes: List[str]) -> Tuple[QuantType, bool]:
+        """llama_tensor_get_type for a tensor that may be quantized."""
+        if self.embd_type is not None and cat == _Cat.TOKEN_EMBD:
+            notes.append(f"token_embedding_type {self.embd_type.name}")
+            return self.embd_type, False
+        if self.output_type is not None and cat == _Cat.OUTPUT:
+            notes.append(f"output_tensor_type {self.output_type.name}")
+            return self.output_type, False
+
+        default = self.ftype.default_type
+        assert default is not None
+        new = default
+        notes.append(f"file type {self.ftype.name} default {default.name}")
+        if default.is_float:
+            return new, False
+        manual = False
+        for pat, qtype in self.patterns:
+            if pat.search(spec.name):
+                notes.append(f"tensor_types {pat.pattern!r} -> {qtype.name}")
+                new = qtype
+                manual = True
+                break
+        if not manual and not self.opts.pure:
+            new = self.mix(spec, cat, new, notes)
+        elif self.opts.pure and not manual:
+            notes.append("pure: no mix")
+        return self.fallback(spec, new, notes)
+
+
+def _requires_imatrix(name: str, target: QuantType, ftype: FileType) -> bool:
+    if name in _TOKEN_EMBD_NAMES or name == "output.weight":
+        return False
+    # the other types that need one (IQ1/IQ2/IQ3_XXS) are not kquant types
+    return target == QuantType.Q2_K and ftype == FileType.Q2_K_S
+
+
+def _imatrix_entries(opts: QuantizeOptions, specs: List[TensorSpec]) -> set:
+    if opts.include_weights and opts.exclude_weights:
+        raise ValueError("include_weights and exclude_weights cannot be used together")
+    if opts.imatrix is True:
+        names = {s.name for s in specs}
+    elif opts.imatrix is False or opts.imatrix is None:
+        return set()
+    elif isinstance(opts.imatrix, str):
+        raise TypeError("imatrix must be a bool or a collection of tensor names, not a str")
+    else:
+        names = {str(n) for n in opts.imatrix}
+    for sub in opts.exclude_weights:
+        names = {n for n in names if sub not in n}
+    if opts.include_weights:
+        names = {n for n in names if any(sub in n for sub in opts.include_weights)}
+    return names
+
+
+def plan_quantization(
+    tensors: Iterable[TensorLike],
+    model: Union[ModelFacts, Mapping[str, Any]],
+    ftype: FileTypeLike,
+    options: Optional[QuantizeOptions] = None,
+    **kwargs: Any,
+) -> QuantPlan:
+    """Decide every tensor's type the way llama-quantize does.
+
+    ``tensors``: :class:`TensorSpec` objects or ``(name, ne[, type])`` tuples,
+    ``ne`` in ggml order (row length first). ``model``: :class:`ModelFacts` or
+    a GGUF metadata mapping. ``ftype``: a :class:`FileType` or its name / id.
+    Options come as a :class:`QuantizeOptions` or as its fields in keyword
+    arguments (not both).
+
+    Returns the plan in llama-quantize's processing order (by layer, then
+    name). Raises :class:`QuantizeError` where llama-quantize stops: a tensor
+    that is already quantized would be converted without
+    ``allow_requantize``, a Q2_K_S tensor needs an imatrix it does not get, a
+    row length has no fallback, or an MoE tensor name has no valid layer.
+    With ``dry_run=True`` the first two are recorded in ``TensorPlan.error``
+    instead.
+    """
+    if options is not None and kwargs:
+        raise TypeError("pass either options= or keyword options, not both")
+    opts = options if options is not None else QuantizeOptions(**kwargs)
+    ft = FileType.parse(ftype)
+    facts = model if isinstance(model, ModelFacts) else ModelFacts.from_gguf_metadata(model)
+    if facts.n_layer < 1:
+        raise ValueError("model.n_layer (block_count) must be at least 1")
+
+    specs = [_as_spec(t) for t in tensors]
+    seen: set = set()
+    for s in specs:
+        if s.name in seen:
+            raise ValueError(f"duplicate tensor name {s.name!r}")
+        seen.add(s.name)
+    specs.sort(key=_load_order_key)
+
+    only_copy = ft == FileType.COPY
+    planner = _Planner(facts, ft, opts, specs)
+    entries_imatrix = _imatrix_entries(opts, specs)
+    planner.has_imatrix = bool(entries_imatrix)
+
+    # first pass: choose types (llama.cpp's preliminary loop)
+    chosen = []
+    for s in specs:
+        cat = _category(s.name)
+        notes: List[str] = []
+        refusal = _refusal(s, opts, only_copy)
+        fell_back = False
+        if refusal is not None:
+            target = s.type
+            notes.append(f"kept: {refusal}")
+        else:
+            target, fell_back = planner.target(s, cat, notes)
+        requires = _requires_imatrix(s.name, target, ft)
+        error = None
+        if refusal is None and requires and not planner.has_imatrix:
+            error = (
+                f"this quantization requires an importance matrix: {s.name} would be {target.name} "
+                f"(pass imatrix=, or choose another file type)"
+            )
+            if not opts.dry_run:
+                raise QuantizeError(error)
+        chosen.append((s, cat, refusal is None, target, fell_back, requires, notes, error))
+
+    # second pass: what the conversion loop checks
+    entries = []
+    for s, cat, allowed, target, fell_back, requires, notes, error in chosen:
+        convert = target != s.type
+        use_imatrix = convert and not target.is_float and s.name in entries_imatrix
+        if convert:
+            if error is None and requires and planner.has_imatrix and not use_imatrix:
+                error = f"missing importance matrix for tensor {s.name} in a very low-bit quantization ({target.name})"
+            if error is None and not s.type.is_float and not opts.allow_requantize:
+                error = f"requantizing from type {s.type.name} is disabled ({s.name}); pass allow_requantize=True"
+            if error is None and s.row_length % target.block_size:
+                # only the explicit output/token-embedding types skip the fallback
+                error = (
+                    f"{s.name}: row length {s.row_length} is not a multiple of the "
+                    f"{target.name} block size {target.block_size}"
+                )
+            if error is not None and not opts.dry_run:
+                raise QuantizeError(error)
+        else:
+            if allowed:
+                notes.append(f"already {target.name}, copied")
+        entries.append(
+            TensorPlan(
+                name=s.name,
+                ne=s.ne,
+                current_type=s.type,
+                target_type=target,
+                quantize=convert,
+                allowed=allowed,
+                category=cat.value,
+                reason="; ".join(notes),
+                use_imatrix=use_imatrix,
+                requires_imatrix=requires,
+                fallback=fell_back,
+                error=error,
+            )
+        )
+    return QuantPlan(
+        file_type=ft,
+        model=facts,
+        entries=tuple(entries),
+        n_fallback=planner.n_fallback,
+        has_imatrix=planner.has_imatrix,
+    )
+
+
+# --------------------------------------------------------------------------
+# GGUF helpers
+# --------------------------------------------------------------------------
+
+
+def _reader(source: Any) -> Any:
+    """A GGUF reader: kquant's own for paths; readers passed in are used as they are
+    (kquant.GGUFReader, or gguf-py's GGUFReader, which has ``fields``)."""
+    if hasattr(source, "tensors") and (hasattr(source, "metadata") or hasattr(source, "fields")):
+        return source
+    from .gguf import GGUFReader
+
+    return GGUFReader(os.fspath(source))
+
+
+def _reader_metadata(reader: Any) -> Dict[str, Any]:
+    if hasattr(reader, "metadata"):
+        return {k: v for k, v in reader.metadata.items() if not k.startswith("tokenizer.")}
+    meta: Dict[str, Any] = {}
+    for key, f in reader.fields.items():
+        if key.startswith("tokenizer."):
+            continue  # large and irrelevant here
+        try:
+            meta[key] = f.contents()
+        except Exception:  # noqa: BLE001 - a field we cannot decode is one we do not need
+            continue
+    return meta
+
+
+def tensors_from_gguf(source: Any) -> List[TensorSpec]:
+    """The tensors of a GGUF file (a path, a kquant.GGUFReader or a gguf-py reader) as
+    TensorSpecs. Raises ValueError for a tensor type kquant does not know."""
+    reader = _reader(source)
+    out = []
+    for t in reader.tensors:
+        if hasattr(reader, "metadata"):  # kquant: NumPy-order shape, qtype already typed
+            if not isinstance(t.qtype, QuantType):
+                raise ValueError(f"{t.name}: tensor type {t.qtype!r} is not a kquant quantization type")
+            out.append(TensorSpec.from_numpy(t.name, t.shape, t.qtype))
+            continue
+        try:
+            qt = QuantType(int(t.tensor_type))
+        except ValueError:
+            raise ValueError(f"{t.name}: tensor type {t.tensor_type!r} is not a kquant type") from None
+        out.append(TensorSpec(str(t.name), tuple(int(d) for d in t.shape), qt))
+    return out
+
+
+def plan_gguf(
+    source: Any,
+    ftype: FileTypeLike,
+    options: Optional[QuantizeOptions] = None,
+    **kwargs: Any,
+) -> QuantPlan:
+    """:func:`plan_quantization` for a GGUF file (path or ``gguf.GGUFReader``)."""
+    reader = _reader(source)
+    return plan_quantization(tensors_from_gguf(reader), ModelFacts.from_gguf(reader), ftype, options, **kwargs)

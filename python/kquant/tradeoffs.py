@@ -1,0 +1,747 @@
+"""Size against error for each quantization type, measured on a model's own weights.
+
+For every candidate type, :func:`measure` quantizes each quantizable tensor (the ones
+llama-quantize would convert, see :mod:`kquant.recipes`) and dequantizes it again, then
+reports what the model would weigh if every quantizable tensor used that type and how far the
+weights moved:
+
+* size: tensor data bytes (the GGUF file adds its header and alignment padding). Where the row
+  length is not a multiple of the type's block size, llama-quantize's row-length fallback type is
+  used (Q4_K -> Q5_0, Q6_K -> Q8_0, ...; F16 when that does not fit either). Tensors that are
+  not quantized (norms, biases, position embeddings, 1-D tensors) keep their stored bytes.
+* bits per weight: size * 8 / all parameters of the model (quantized or not), as llama.cpp
+  reports it.
+* relative RMSE = sqrt(||W - Q(W)||^2 / ||W||^2), SNR = -20 log10(relative RMSE) dB and the
+  largest absolute error. With an importance matrix (llama.cpp imatrix: per-column importance
+  w_j) the tensors are quantized with it, as llama-quantize does, and both norms weight column j
+  by w_j; the largest absolute error stays unweighted.
+* whole model: relative MSEs averaged with each tensor's parameter count as weight, i.e. the
+  model's relative RMSE is sqrt(sum_t n_t r_t / sum_t n_t), the same total that
+  :mod:`kquant.budget` minimizes.
+
+Sampling. A tensor with more rows than ``sample_rows`` (default :data:`DEFAULT_SAMPLE_ROWS`) is
+measured on that many rows drawn without replacement by a generator seeded with ``seed`` and
+the tensor's name, so a run is reproducible and independent of tensor order. The relative errors
+are then estimates; sizes are always exact. ``exact=True`` measures every row. The input of a
+quantized GGUF tensor is its dequantized value, so errors are relative to that, not to the
+original float weights.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._api import dequantize, get_num_threads, quantize
+from ._types import QTypeLike, QuantType, row_size
+from .recipes import _FALLBACK, FileType, ModelFacts, TensorSpec, plan_quantization
+from .tensors import TensorInfo, TensorSource, open_source
+
+__all__ = [
+    "DEFAULT_TYPES",
+    "DEFAULT_SAMPLE_ROWS",
+    "Measurement",
+    "TensorMeasurement",
+    "Recommendation",
+    "effective_type",
+    "format_table",
+    "load_imatrix_arg",
+    "measure",
+    "parse_types",
+    "plot",
+    "recommend",
+]
+
+Q = QuantType
+
+DEFAULT_TYPES: Tuple[QuantType, ...] = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q8_0, Q.Q4_0, Q.IQ4_NL, Q.IQ4_XS)
+
+#: Rows measured per tensor unless ``exact``: enough for a relative MSE good to a few percent
+#: (rows of one tensor err alike), few enough to sample a 7B model in minutes on a laptop.
+DEFAULT_SAMPLE_ROWS = 128
+
+# bounds the float32 copies held per quantize call on an exact run over a huge embedding
+_CHUNK_VALUES = 1 << 22
+
+ImatrixLike = Union[None, str, "os.PathLike[str]", Mapping[str, Any]]
+
+
+def effective_type(qtype: QTypeLike, row_length: int) -> QuantType:
+    """The type llama-quantize actually writes for ``qtype`` on rows of ``row_length`` values.
+
+    Follows llama.cpp's row-length fallback (:mod:`kquant.recipes`); F16 where the fallback does
+    not divide the row either or the type has none (llama-quantize stops there for a type without
+    a fallback; measuring F16 keeps the comparison going).
+    """
+    t = QuantType.parse(qtype)
+    if row_length % t.block_size == 0:
+        return t
+    alt = _FALLBACK.get(t)
+    if alt is not None and row_length % alt.block_size == 0:
+        return alt
+    return Q.F16
+
+
+def parse_types(items: Optional[Iterable[Union[str, QTypeLike]]]) -> List[QuantType]:
+    """Types from names, ids or QuantTypes; strings may hold several separated by commas."""
+    if items is None:
+        return list(DEFAULT_TYPES)
+    out: List[QuantType] = []
+    for it in items:
+        parts = [p for p in it.replace(",", " ").split()] if isinstance(it, str) else [it]
+        for p in parts:
+            t = QuantType.parse(p)
+            if t in (Q.Q8_1, Q.Q8_K):
+                raise ValueError(f"{t.name} is an activation format, not a weight type")
+            if t not in out:
+                out.append(t)
+    if not out:
+        raise ValueError("no types given")
+    return out
+
+
+def load_imatrix_arg(imatrix: ImatrixLike) -> Optional[Dict[str, np.ndarray]]:
+    """An importance matrix as a dict of float32 arrays, from a mapping or a file path."""
+    if imatrix is None:
+        return None
+    if isinstance(imatrix, (str, os.PathLike)):
+        try:
+            from .imatrix import load_imatrix
+        except ImportError:  # pragma: no cover - until the reader lands
+            raise ValueError("reading imatrix files needs kquant.load_imatrix, which this build lacks") from None
+        imatrix = load_imatrix(imatrix)
+    out = {}
+    for k, v in imatrix.items():
+        a = np.asarray(v, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise ValueError(f"imatrix entry {k!r} has negative or non-finite values")
+        out[str(k)] = a
+    return out
+
+
+# --------------------------------------------------------------------------
+# measurement
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class TypeStats:
+    """Sums over the measured rows for one type: weighted squared error, largest |error|, seconds."""
+
+    se: float
+    max_abs: float
+    seconds: float
+
+
+@dataclass
+class TensorMeasurement:
+    """One quantizable tensor's errors, by the type actually written (after fallbacks)."""
+
+    info: TensorInfo
+    rows_measured: int
+    sx: float  # weighted sum of squares of the measured rows
+    weighted: bool
+    stats: Dict[QuantType, TypeStats] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def params(self) -> int:
+        return self.info.params
+
+    def effective(self, qtype: QTypeLike) -> QuantType:
+        return effective_type(qtype, self.info.row_length)
+
+    def nbytes(self, qtype: QTypeLike) -> int:
+        """Bytes of the whole tensor in ``qtype`` (after the row-length fallback)."""
+        return self.info.n_rows * row_size(self.effective(qtype), self.info.row_length)
+
+    def rel_mse(self, qtype: QTypeLike) -> float:
+        """||W - Q(W)||^2 / ||W||^2 over the measured rows (importance-weighted when measured so)."""
+        s = self.stats[self.effective(qtype)]
+        if self.sx == 0:
+            return 0.0 if s.se == 0 else math.inf
+        return s.se / self.sx
+
+    def error(self, qtype: QTypeLike) -> float:
+        """The budget solver's cost: params * relative MSE."""
+        return self.params * self.rel_mse(qtype)
+
+    def row(self, qtype: QTypeLike) -> Dict[str, Any]:
+        e = self.effective(qtype)
+        r = self.rel_mse(e)
+        return {
+            "type_used": e.name,
+            "bytes": self.nbytes(e),
+            "rel_rmse": math.sqrt(r),
+            "snr_db": _snr(r),
+            "max_abs_err": self.stats[e].max_abs,
+        }
+
+
+def _snr(rel_mse: float) -> float:
+    if rel_mse == 0:
+        return math.inf
+    return -10 * math.log10(rel_mse)
+
+
+@dataclass
+class Measurement:
+    """Everything measured on one model: quantizable tensors and the fixed (kept) ones."""
+
+    description: str
+    facts: ModelFacts
+    tensors: List[TensorMeasurement]
+    fixed: List[Tuple[TensorInfo, int]]  # (tensor, bytes it keeps)
+    imatrix: bool
+    sample_rows: Optional[int]  # None: exact
+    seed: int
+    seconds: float
+    threads: int
+    measured_types: List[QuantType]
+
+    @property
+    def total_params(self) -> int:
+        return sum(t.params for t in self.tensors) + sum(i.params for i, _ in self.fixed)
+
+    @property
+    def quantizable_params(self) -> int:
+        return sum(t.params for t in self.tensors)
+
+    @property
+    def fixed_bytes(self) -> int:
+        return sum(b for _, b in self.fixed)
+
+    @property
+    def sampled(self) -> bool:
+        return any(t.rows_measured < t.info.n_rows for t in self.tensors)
+
+    def tensor(self, name: str) -> TensorMeasurement:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def summarize(self, assignment: Mapping[str, QTypeLike]) -> Dict[str, Any]:
+        """Size and whole-model error when tensor ``name`` uses ``assignment[name]``."""
+        nbytes = self.fixed_bytes
+        weighted = 0.0
+        max_abs = 0.0
+        for t in self.tensors:
+            q = assignment[t.name]
+            nbytes += t.nbytes(q)
+            weighted += t.error(q)
+            max_abs = max(max_abs, t.stats[t.effective(q)].max_abs)
+        qp = self.quantizable_params
+        r = weighted / qp if qp else 0.0
+        return {
+            "bytes": nbytes,
+            "bits_per_weight": nbytes * 8 / self.total_params if self.total_params else 0.0,
+            "error": weighted,
+            "rel_rmse": math.sqrt(r),
+            "snr_db": _snr(r),
+            "max_abs_err": max_abs,
+        }
+
+    def type_row(self, qtype: QTypeLike) -> Dict[str, Any]:
+        """The table row for every quantizable tensor in ``qtype``."""
+        t = QuantType.parse(qtype)
+        s = self.summarize({m.name: t for m in self.tensors})
+        fallbacks: Dict[str, int] = {}
+        seconds = 0.0
+        for m in self.tensors:
+            e = m.effective(t)
+            if e != t:
+                fallbacks[e.name] = fallbacks.get(e.name, 0) + 1
+            seconds += m.stats[e].seconds
+        qbytes = s["bytes"] - self.fixed_bytes
+        return {
+            "type": t.name,
+            "bits_per_weight": s["bits_per_weight"],
+            "bytes": s["bytes"],
+            "rel_rmse": s["rel_rmse"],
+            "snr_db": s["snr_db"],
+            "max_abs_err": s["max_abs_err"],
+            "quantized_bits_per_weight": qbytes * 8 / self.quantizable_params if self.quantizable_params else 0.0,
+            "fallbacks": fallbacks,
+            "seconds": seconds,
+        }
+
+    def table(self, types: Optional[Sequence[QTypeLike]] = None) -> List[Dict[str, Any]]:
+        ts = parse_types(types) if types is not None else self.measured_types
+        return [self.type_row(t) for t in ts]
+
+    def to_json(self, types: Optional[Sequence[QTypeLike]] = None) -> Dict[str, Any]:
+        ts = parse_types(types) if types is not None else self.measured_types
+        return {
+            "model": self.description,
+            "params": self.total_params,
+            "quantizable_params": self.quantizable_params,
+            "fixed_bytes": self.fixed_bytes,
+            "imatrix": self.imatrix,
+            "exact": self.sample_rows is None,
+            "sample_rows": self.sample_rows,
+            "seed": self.seed,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "types": self.table(ts),
+            "tensors": [
+                {
+                    "name": m.name,
+                    "shape": list(m.info.shape),
+                    "params": m.params,
+                    "rows_measured": m.rows_measured,
+                    "errors": {t.name: m.row(t) for t in ts},
+                }
+                for m in self.tensors
+            ],
+            "fixed_tensors": [
+                {"name": i.name, "shape": list(i.shape), "type": i.type.name, "bytes": b} for i, b in self.fixed
+            ],
+        }
+
+
+def split_tensors(
+    src: TensorSource, nonquantized_type: Optional[QTypeLike] = None
+) -> Tuple[List[TensorInfo], List[Tuple[TensorInfo, int]]]:
+    """(quantizable tensors, [(kept tensor, its bytes)]) by llama-quantize's rules.
+
+    ``nonquantized_type``: a float type (or float FileType) the kept tensors are stored in; None
+    keeps their type.
+    """
+    if isinstance(nonquantized_type, FileType):
+        nonquantized_type = nonquantized_type.default_type
+    keep_as = None if nonquantized_type is None else QuantType.parse(nonquantized_type)
+    if keep_as is not None and not keep_as.is_float:
+        raise ValueError(f"tensors that are not quantized are stored as F32, F16 or BF16, not {keep_as.name}")
+    specs = [TensorSpec.from_numpy(i.name, i.shape, i.type) for i in src.tensors]
+    # F16 as file type: no mix rules, no fallbacks, only llama.cpp's "may it be quantized" test
+    plan = plan_quantization(specs, src.model_facts(), FileType.F16, allow_requantize=True, dry_run=True)
+    quant, fixed = [], []
+    for i in src.tensors:
+        if plan[i.name].allowed:
+            quant.append(i)
+        else:
+            fixed.append((i, i.nbytes if keep_as is None else i.params * keep_as.type_size))
+    return quant, fixed
+
+
+def _sample_index(name: str, n_rows: int, sample_rows: Optional[int], seed: int) -> Optional[np.ndarray]:
+    if sample_rows is None or n_rows <= sample_rows:
+        return None
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+    return np.sort(rng.choice(n_rows, size=sample_rows, replace=False))
+
+
+def _importance(imatrix: Optional[Mapping[str, np.ndarray]], info: TensorInfo) -> Optional[np.ndarray]:
+    """Per-row-group importance as (groups, n): one group, or one per expert of a 3-D tensor."""
+    if imatrix is None or info.name not in imatrix:
+        return None
+    w = imatrix[info.name]
+    n = info.row_length
+    if w.size == n:
+        return w.reshape(1, n)
+    if len(info.shape) == 3 and w.size == info.shape[0] * n:
+        return w.reshape(info.shape[0], n)
+    raise ValueError(f"imatrix entry for {info.name} has {w.size} values; expected {n} (the row length)")
+
+
+def _measure_tensor(
+    src: TensorSource,
+    info: TensorInfo,
+    types: Sequence[QuantType],
+    imat: Optional[np.ndarray],
+    sample_rows: Optional[int],
+    seed: int,
+) -> TensorMeasurement:
+    n, n_rows = info.row_length, info.n_rows
+    index = _sample_index(info.name, n_rows, sample_rows, seed)
+    rows_idx = np.arange(n_rows) if index is None else index
+    rows_per_group = n_rows // imat.shape[0] if imat is not None else n_rows
+    stats = {t: TypeStats(0.0, 0.0, 0.0) for t in types}
+    sx = 0.0
+    step = max(1, _CHUNK_VALUES // max(n, 1))
+    for start in range(0, len(rows_idx), step):
+        sel = rows_idx[start:start + step]
+        x = src.rows(info.name, slice(int(sel[0]), int(sel[-1]) + 1) if index is None else sel)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{info.name}: the weights hold NaN or Inf")
+        # one importance vector per run of rows sharing it (per expert in a 3-D tensor)
+        groups = sel // rows_per_group if imat is not None else np.zeros(len(sel), dtype=np.int64)
+        cuts = np.flatnonzero(np.diff(groups)) + 1
+        bounds = [0, *cuts.tolist(), len(sel)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            xs = x[a:b]
+            w = None if imat is None else imat[int(groups[a])]
+            col_x = np.einsum("ij,ij->j", xs, xs, dtype=np.float64)
+            sx += float(col_x.sum() if w is None else col_x @ w)
+            for t in types:
+                t0 = time.perf_counter()
+                y = dequantize(quantize(xs, t, imatrix=w), t)
+                stats[t].seconds += time.perf_counter() - t0
+                d = y - xs
+                col = np.einsum("ij,ij->j", d, d, dtype=np.float64)
+                stats[t].se += float(col.sum() if w is None else col @ w)
+                if d.size:
+                    stats[t].max_abs = max(stats[t].max_abs, float(np.abs(d).max()))
+    return TensorMeasurement(info, len(rows_idx), sx, imat is not None, stats)
+
+
+def measure(
+    model: Any = None,
+    types: Optional[Sequence[QTypeLike]] = None,
+    *,
+    imatrix: ImatrixLike = None,
+    sample_rows: Optional[int] = DEFAULT_SAMPLE_ROWS,
+    seed: int = 0,
+    exact: bool = False,
+    extra_types: Optional[Mapping[str, Iterable[QTypeLike]]] = None,
+    nonquantized_type: Optional[QTypeLike] = None,
+    progress: Optional[Callable[[int, int, str], None]] = None,
+) -> Measurement:
+    """Quantize every quantizable tensor of ``model`` with each type and measure the error.
+
+    ``model``: None (the built-in sample), a GGUF or safetensors path, a mapping of GGUF-style
+    names to arrays, or a :class:`~kquant.tensors.TensorSource`. ``extra_types`` adds types for
+    single tensors (the budget solver's pins and recipe comparisons). ``progress(i, n, name)`` is
+    called before each tensor.
+    """
+    t_start = time.perf_counter()
+    src = open_source(model)
+    ts = parse_types(types)
+    if exact:
+        sample_rows = None
+    elif sample_rows is not None and sample_rows < 1:
+        raise ValueError("sample_rows must be at least 1")
+    imat = load_imatrix_arg(imatrix)
+    quant, fixed = split_tensors(src, nonquantized_type)
+    extra = {k: [QuantType.parse(t) for t in v] for k, v in (extra_types or {}).items()}
+    out = []
+    for i, info in enumerate(quant):
+        if progress is not None:
+            progress(i, len(quant), info.name)
+        need: List[QuantType] = []
+        for t in [*ts, *extra.get(info.name, ())]:
+            e = effective_type(t, info.row_length)
+            if e not in need:
+                need.append(e)
+        try:
+            out.append(_measure_tensor(src, info, need, _importance(imat, info), sample_rows, seed))
+        except ValueError as e:
+            if str(e).startswith(info.name):
+                raise
+            raise ValueError(f"{info.name}: {e}") from None
+    return Measurement(
+        description=src.description,
+        facts=src.model_facts(),
+        tensors=out,
+        fixed=fixed,
+        imatrix=imat is not None,
+        sample_rows=sample_rows,
+        seed=seed,
+        seconds=time.perf_counter() - t_start,
+        threads=get_num_threads(),
+        measured_types=ts,
+    )
+
+
+# --------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"  # pragma: no cover
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The types table as aligned text."""
+    head = f"{'type':8} {'bits/w':>7} {'size':>11} {'rel RMSE':>9} {'SNR dB':>7} {'max |err|':>10} {'s':>6}"
+    lines = [head + "  fallbacks"]
+    for r in rows:
+        fb = ", ".join(f"{v}x {k}" for k, v in r.get("fallbacks", {}).items())
+        lines.append(
+            f"{r['type']:8} {r['bits_per_weight']:7.3f} {human_bytes(r['bytes']):>11} {r['rel_rmse']:9.5f} "
+            f"{r['snr_db']:7.2f} {r['max_abs_err']:10.3g} {r.get('seconds', 0.0):6.2f}  {fb}"
+        )
+    return "\n".join(lines)
+
+
+def _header(m: Measurement) -> str:
+    how = "every row" if m.sample_rows is None else f"up to {m.sample_rows} rows per tensor (seed {m.seed})"
+    w = ", importance-weighted (imatrix)" if m.imatrix else ""
+    return (
+        f"{m.description}: {len(m.tensors)} quantizable tensors ({m.quantizable_params:,} parameters), "
+        f"{len(m.fixed)} kept ({human_bytes(m.fixed_bytes)}); measured on {how}{w}; "
+        f"{m.seconds:.1f} s on {m.threads} threads"
+    )
+
+
+def plot(
+    rows: Sequence[Mapping[str, Any]],
+    path: Union[str, "os.PathLike[str]"],
+    title: str = "",
+    extra_points: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """A PNG of model size against relative RMSE, one labelled point per type.
+
+    ``extra_points``: more labelled points (``label``, ``bytes``, ``rel_rmse``), e.g. a budget
+    choice. Needs matplotlib.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    pts = [(r["type"], r["bytes"] / 2**20, r["rel_rmse"], "tab:blue", "o") for r in rows]
+    pts += [(p["label"], p["bytes"] / 2**20, p["rel_rmse"], "tab:red", "*") for p in extra_points]
+    for _, x, y, color, marker in pts:
+        ax.scatter([x], [y], color=color, marker=marker, s=140 if marker == "*" else 30, zorder=3)
+    if all(p[2] > 0 for p in pts):
+        ax.set_yscale("log")
+    ax.set_xlabel("model size (MiB of tensor data)")
+    ax.set_ylabel("relative RMSE (parameter-weighted)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.margins(x=0.12, y=0.1)
+    fig.tight_layout()
+    _place_labels(fig, ax, pts)
+    fig.savefig(os.fspath(path))
+    plt.close(fig)
+
+
+def _place_labels(fig: Any, ax: Any, pts: Sequence[Tuple[str, float, float, str, str]]) -> None:
+    # types of equal size (Q4_0 and IQ4_NL) sit on top of each other: try positions around each
+    # point, right then left, near then far, and take the first that covers no label or point
+    fig.canvas.draw()
+    xy = [ax.transData.transform((x, y)) for _, x, y, _, _ in pts]
+    taken: List[Tuple[float, float, float, float]] = [(px - 5, py - 5, px + 5, py + 5) for px, py in xy]
+    h = 11.0
+    order = sorted(range(len(pts)), key=lambda i: (pts[i][1], -pts[i][2]))
+    for i in order:
+        label, x, y, color, _ = pts[i]
+        px, py = xy[i]
+        w = 5.5 * len(label) + 4
+        tries = [(dx, dy) for k in range(8) for dy in (4 + k * (h + 1), -h - 4 - k * (h + 1))
+                 for dx in (6, -w - 6)]
+        for dx, dy in tries:
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                break
+        else:
+            dx, dy = tries[0]
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+        taken.append(box)
+        far = abs(dy) > h + 5
+        ax.annotate(label, (x, y), textcoords="offset pixels", xytext=(dx, dy), fontsize=8, color=color,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color=color, alpha=0.6) if far else None)
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+    return plt
+
+
+# --------------------------------------------------------------------------
+# recommend
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Recommendation:
+    """What :func:`recommend` found: the types table and, given a budget, the per-tensor choice."""
+
+    measurement: Measurement
+    types: List[QuantType]
+    choice: Any = None  # kquant.budget.BudgetChoice
+
+    @property
+    def table(self) -> List[Dict[str, Any]]:
+        """One row per type, as in the JSON output."""
+        return self.measurement.table(self.types)
+
+    def to_json(self) -> Dict[str, Any]:
+        d = self.measurement.to_json(self.types)
+        if self.choice is not None:
+            d["choice"] = self.choice.to_json()
+        return d
+
+    def best_within(self, max_bytes: int) -> Optional[Dict[str, Any]]:
+        """The single type with the lowest error whose model fits in ``max_bytes``."""
+        fit = [r for r in self.table if r["bytes"] <= max_bytes]
+        return min(fit, key=lambda r: r["rel_rmse"]) if fit else None
+
+    def __repr__(self) -> str:
+        s = _header(self.measurement) + "\n" + format_table(self.table)
+        if self.choice is not None:
+            s += "\n\n" + self.choice.summary()
+        return s
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        head = "".join(f"<th>{h}</th>" for h in ("type", "bits/w", "size", "rel RMSE", "SNR dB", "max |err|"))
+        body = "".join(
+            f"<tr><td>{e(r['type'])}</td><td>{r['bits_per_weight']:.3f}</td><td>{e(human_bytes(r['bytes']))}</td>"
+            f"<td>{r['rel_rmse']:.5f}</td><td>{r['snr_db']:.2f}</td><td>{r['max_abs_err']:.3g}</td></tr>"
+            for r in self.table
+        )
+        out = f"<p>{e(_header(self.measurement))}</p><table><tr>{head}</tr>{body}</table>"
+        if self.choice is not None:
+            out += self.choice._repr_html_()
+        return out
+
+
+def recommend(
+    model: Any = None,
+    *,
+    target_bpw: Optional[float] = None,
+    target_size: Union[None, int, str] = None,
+    types: Optional[Sequence[QTypeLike]] = None,
+    imatrix: ImatrixLike = None,
+    exact: bool = False,
+    pins: Sequence[Any] = (),
+    sample_rows: Optional[int] = DEFAULT_SAMPLE_ROWS,
+    seed: int = 0,
+) -> Recommendation:
+    """Measure size against error for each type on ``model`` and, given a budget
+    (``target_bpw`` bits per weight or ``target_size`` bytes / "3.2GB" / "800MiB"), choose a type
+    per tensor that minimizes the model's error within it (:mod:`kquant.budget`).
+
+    ``model``: None for the built-in sample, a GGUF or safetensors path, a mapping of names to
+    arrays or a TensorSource. The result prints as a table (and as HTML in a notebook).
+    """
+    from . import budget
+
+    src = open_source(model)
+    ts = parse_types(types)
+    imat = load_imatrix_arg(imatrix)
+    extra: Dict[str, List[QuantType]] = {}
+    want_choice = target_bpw is not None or target_size is not None
+    if want_choice:
+        extra = budget.types_to_measure(src, target_bpw=target_bpw, target_size=target_size, pins=pins)
+    m = measure(src, ts, imatrix=imat, sample_rows=sample_rows, seed=seed, exact=exact, extra_types=extra)
+    choice = None
+    if want_choice:
+        choice = budget.choose_from_measurement(
+            m, target_bpw=target_bpw, target_size=target_size, candidate_types=ts, pins=pins
+        )
+    return Recommendation(m, ts, choice)
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``kquant tradeoffs`` on an argparse subparsers object."""
+    p = sub.add_parser(
+        "tradeoffs",
+        help="size against error for each quantization type on a model (or a built-in sample)",
+        description=(
+            "For each type: the model's size if every quantizable tensor used it (row-length fallbacks "
+            "applied), bits per weight and the error of the quantized weights, per tensor and for the "
+            "whole model. With --target-bpw / --target-size also choose a type per tensor within that "
+            "budget. Without MODEL: a built-in sample of real all-MiniLM-L6-v2 weights."
+        ),
+    )
+    p.add_argument("model", nargs="?", help="a GGUF file (any kquant type) or a safetensors file or folder")
+    p.add_argument("--types", action="append", metavar="TYPES",
+                   help="candidate types, comma-separated; may repeat (default: the list below)")
+    p.add_argument("--json", metavar="FILE", help="write the table and per-tensor errors as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="write a PNG of size against error (needs matplotlib)")
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="llama.cpp importance matrix: quantize with it, weight errors by it")
+    p.add_argument("--exact", action="store_true", help="measure every row (default: a sample of rows per tensor)")
+    p.add_argument("--sample-rows", type=int, default=DEFAULT_SAMPLE_ROWS, metavar="N",
+                   help="rows measured per tensor when not --exact (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="row sampling seed (default: %(default)s)")
+    p.add_argument("--target-bpw", type=float, metavar="B", help="choose a type per tensor for B bits per weight")
+    p.add_argument("--target-size", metavar="SIZE", help="choose a type per tensor for a size such as 3.2GB or 800MiB")
+    p.add_argument("--tensor-type", action="append", default=[], metavar="PATTERN=TYPE",
+                   help="pin tensors matching PATTERN to TYPE in the budget choice (as llama-quantize)")
+    p.add_argument("--tensor-type-out", metavar="FILE",
+                   help="write the budget choice as a llama-quantize --tensor-type-file")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run_cli)
+    p.epilog = f"Default types: {' '.join(t.name for t in DEFAULT_TYPES)}."
+
+
+def run_cli(args: Any) -> int:
+    import sys
+
+    if args.plot:
+        try:
+            _pyplot()
+        except ImportError as e:
+            print(f"kquant: error: {e}", file=sys.stderr)
+            return 2
+    if args.tensor_type_out and args.target_bpw is None and args.target_size is None:
+        print("kquant: error: --tensor-type-out needs --target-bpw or --target-size", file=sys.stderr)
+        return 2
+    tty = sys.stderr.isatty() and not args.quiet
+
+    def progress(i: int, n: int, name: str) -> None:
+        print(f"\r[{i + 1}/{n}] {name[:60]:60}", end="", file=sys.stderr, flush=True)
+
+    from . import budget
+
+    src = open_source(args.model)
+    ts = parse_types(args.types)
+    want_choice = args.target_bpw is not None or args.target_size is not None
+    extra = {}
+    if want_choice:
+        extra = budget.types_to_measure(src, target_bpw=args.target_bpw, target_size=args.target_size,
+                                        pins=args.tensor_type)
+    m = measure(src, ts, imatrix=args.imatrix, sample_rows=args.sample_rows, seed=args.seed, exact=args.exact,
+                extra_types=extra, progress=progress if tty else None)
+    if tty:
+        print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
+    rec = Recommendation(m, ts)
+    if want_choice:
+        rec.choice = budget.choose_from_measurement(m, target_bpw=args.target_bpw, target_size=args.target_size,
+                                                    candidate_types=ts, pins=args.tensor_type)
+    print(repr(rec))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(_json_safe(rec.to_json()), f, indent=1)
+    if args.tensor_type_out:
+        with open(args.tensor_type_out, "w", encoding="utf-8") as f:
+            f.write(rec.choice.to_tensor_type_file())
+    if args.plot:
+        pts = []
+        if rec.choice is not None:
+            pts.append({"label": f"budget ({rec.choice.bpw:.2f} bpw)", "bytes": rec.choice.total_bytes,
+                        "rel_rmse": rec.choice.predicted_rel_rmse})
+        how = "exact" if m.sample_rows is None else f"{m.sample_rows} rows per tensor sampled"
+        plot(rec.table, args.plot, title=f"{m.description}\n({how}{', imatrix-weighted' if m.imatrix else ''})",
+             extra_points=pts)
+    return 0
+
+
+def _json_safe(x: Any) -> Any:
+    """JSON has no Infinity: an exact (lossless) result's SNR becomes null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
