@@ -352,7 +352,8 @@ unsafe fn q2k_sums(xb: &[u8; Q2K], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q2_k(q: &[u8], yq: &[u8]) -> f32 {
     let group = |xb: [&[u8; Q2K]; 4], yb: [&[u8; Q8K]; 4]| -> __m128 {
-        let s: [(__m256i, __m256i); 4] = std::array::from_fn(|k| q2k_sums(xb[k], yb[k]));
+        // (Not `array::from_fn`: its closure would be compiled without AVX2.)
+        let s = [q2k_sums(xb[0], yb[0]), q2k_sums(xb[1], yb[1]), q2k_sums(xb[2], yb[2]), q2k_sums(xb[3], yb[3])];
         // isum of the four blocks in lanes 0..4 of the low half, summs in the high half.
         let a = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0].0, s[1].0), _mm256_hadd_epi32(s[2].0, s[3].0));
         let b = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0].1, s[1].1), _mm256_hadd_epi32(s[2].1, s[3].1));
