@@ -75,14 +75,6 @@ pub unsafe fn hsum_ps(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-pub unsafe fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
-}
-
-#[inline(always)]
 pub unsafe fn hsum_pd(v: __m256d) -> f64 {
     let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     let s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
