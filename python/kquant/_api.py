@@ -25,6 +25,7 @@ def _memory_bytes() -> int:
 
 _MEMORY_BYTES = _memory_bytes()
 _F32 = np.dtype(np.float32)
+_U8 = np.dtype(np.uint8)
 _PARTNER = {t: vec_dot_type(t) for t in QuantType}  # native byte order: '>f4' must not take the fast path
 
 
@@ -114,6 +115,19 @@ def vec_dot(q: npt.ArrayLike, yq: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray
     Both have the same leading shape; returns float32 of that shape.
     """
     t = QuantType.parse(qtype)
+    if (
+        type(q) is np.ndarray
+        and type(yq) is np.ndarray
+        and q.ndim == 2
+        and yq.ndim == 2
+        and q.dtype == _U8
+        and yq.dtype == _U8
+        and q.flags.c_contiguous
+        and yq.flags.c_contiguous
+    ):
+        # the common 2-D case: the extension checks row counts, block sizes and the
+        # partner's row length itself, with the same messages
+        return _kquant.vec_dot(q, yq, t.value)
     a = _bytes(q, "q")
     b = _bytes(yq, "yq")
     if a.shape[:-1] != b.shape[:-1]:

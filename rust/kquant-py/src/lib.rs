@@ -110,12 +110,18 @@ fn vec_dot<'py>(
     let rows = Rows::from_bytes(t, nb, nrows).map_err(value_error)?;
     let partner = t.vec_dot_type();
     let want = partner.row_size(rows.n_per_row).map_err(value_error)?;
-    if yq.shape()[0] != nrows || yq.shape()[1] != want {
+    if yq.shape()[0] != nrows {
         return Err(PyValueError::new_err(format!(
-            "yq must hold {nrows} rows of {want} bytes ({} rows of {} values), got shape ({}, {})",
+            "q and yq must have the same leading shape, got ({nrows},) and ({},)",
+            yq.shape()[0]
+        )));
+    }
+    if yq.shape()[1] != want {
+        return Err(PyValueError::new_err(format!(
+            "yq rows must be {want} bytes ({}, the partner of {}, for {} values), got {}",
             partner.name(),
+            t.name(),
             rows.n_per_row,
-            yq.shape()[0],
             yq.shape()[1]
         )));
     }
