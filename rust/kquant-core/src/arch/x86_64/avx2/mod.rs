@@ -8,6 +8,7 @@ mod float;
 mod kquants;
 mod legacy;
 mod q8;
+mod quant;
 mod util;
 
 use crate::dispatch::Overrides;
@@ -35,6 +36,12 @@ macro_rules! safe {
             unsafe { $imp(x, q) }
         }
     };
+    (quantize_imat $name:ident = $imp:path) => {
+        fn $name(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+            // SAFETY: as for the quantizers above: reachable only with an `Avx2` token.
+            unsafe { $imp(x, q, imat) }
+        }
+    };
     (dequantize $name:ident = $imp:path) => {
         fn $name(q: &[u8], y: &mut [f32]) {
             // SAFETY: as for the quantizers: reachable only with an `Avx2` token.
@@ -54,6 +61,17 @@ safe!(quantize quantize_q8_1 = q8::quantize_q8_1);
 safe!(quantize quantize_q8_k = q8::quantize_q8_k);
 safe!(quantize quantize_f16 = float::quantize_f16);
 safe!(quantize quantize_bf16 = float::quantize_bf16);
+safe!(quantize_imat quantize_q4_k = quant::quantize_q4_k);
+safe!(quantize_imat quantize_q5_k = quant::quantize_q5_k);
+safe!(quantize_imat quantize_q6_k = quant::quantize_q6_k);
+safe!(quantize_imat quantize_q3_k = quant::quantize_q3_k);
+safe!(quantize_imat quantize_q2_k = quant::quantize_q2_k);
+safe!(quantize_imat quantize_iq4_xs = quant::quantize_iq4_xs);
+safe!(quantize_imat quantize_iq4_nl = quant::quantize_iq4_nl);
+safe!(quantize_imat quantize_q4_0 = quant::quantize_q4_0);
+safe!(quantize_imat quantize_q4_1 = quant::quantize_q4_1);
+safe!(quantize_imat quantize_q5_0 = quant::quantize_q5_0);
+safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -95,20 +113,20 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         F32 => (None, None, Some(vec_dot_f32 as _)),
         F16 => (Some(quantize_f16 as _), Some(dequantize_f16 as _), Some(vec_dot_f16 as _)),
         BF16 => (Some(quantize_bf16 as _), Some(dequantize_bf16 as _), Some(vec_dot_bf16 as _)),
-        Q4_0 => (None, Some(dequantize_q4_0 as _), Some(vec_dot_q4_0 as _)),
-        Q4_1 => (None, Some(dequantize_q4_1 as _), Some(vec_dot_q4_1 as _)),
-        Q5_0 => (None, Some(dequantize_q5_0 as _), Some(vec_dot_q5_0 as _)),
-        Q5_1 => (None, Some(dequantize_q5_1 as _), Some(vec_dot_q5_1 as _)),
+        Q4_0 => (Some(quantize_q4_0 as _), Some(dequantize_q4_0 as _), Some(vec_dot_q4_0 as _)),
+        Q4_1 => (Some(quantize_q4_1 as _), Some(dequantize_q4_1 as _), Some(vec_dot_q4_1 as _)),
+        Q5_0 => (Some(quantize_q5_0 as _), Some(dequantize_q5_0 as _), Some(vec_dot_q5_0 as _)),
+        Q5_1 => (Some(quantize_q5_1 as _), Some(dequantize_q5_1 as _), Some(vec_dot_q5_1 as _)),
         Q8_0 => (Some(quantize_q8_0 as _), Some(dequantize_q8_0 as _), Some(vec_dot_q8_0 as _)),
         Q8_1 => (Some(quantize_q8_1 as _), Some(dequantize_q8_1 as _), None),
         Q8K => (Some(quantize_q8_k as _), Some(dequantize_q8_k as _), None),
-        Q2K => (None, Some(dequantize_q2_k as _), Some(vec_dot_q2_k as _)),
-        Q3K => (None, Some(dequantize_q3_k as _), Some(vec_dot_q3_k as _)),
-        Q4K => (None, Some(dequantize_q4_k as _), Some(vec_dot_q4_k as _)),
-        Q5K => (None, Some(dequantize_q5_k as _), Some(vec_dot_q5_k as _)),
-        Q6K => (None, Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
-        IQ4NL => (None, Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
-        IQ4XS => (None, Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
+        Q2K => (Some(quantize_q2_k as _), Some(dequantize_q2_k as _), Some(vec_dot_q2_k as _)),
+        Q3K => (Some(quantize_q3_k as _), Some(dequantize_q3_k as _), Some(vec_dot_q3_k as _)),
+        Q4K => (Some(quantize_q4_k as _), Some(dequantize_q4_k as _), Some(vec_dot_q4_k as _)),
+        Q5K => (Some(quantize_q5_k as _), Some(dequantize_q5_k as _), Some(vec_dot_q5_k as _)),
+        Q6K => (Some(quantize_q6_k as _), Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
+        IQ4NL => (Some(quantize_iq4_nl as _), Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
+        IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
     };
     Overrides { quantize, dequantize, vec_dot }
 }
