@@ -172,7 +172,8 @@ unsafe fn dot_by4<const B: usize, const MIN: bool, const D: usize, const DMIN: u
         // Pad with copies of the first block and keep only the real lanes.
         let xb = std::array::from_fn(|k| block::<B>(&xr[k.min(left - 1) * B..][..B]));
         let yb = std::array::from_fn(|k| block::<Q8K>(&yr[k.min(left - 1) * Q8K..][..Q8K]));
-        let keep = _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_set1_epi64x(left as i64), _mm256_setr_epi64x(0, 1, 2, 3)));
+        let keep =
+            _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_set1_epi64x(left as i64), _mm256_setr_epi64x(0, 1, 2, 3)));
         acc = _mm256_add_pd(acc, _mm256_and_pd(keep, group4::<B, MIN, D, DMIN>(xb, yb, &sums)));
     }
     hsum_pd(acc) as f32
