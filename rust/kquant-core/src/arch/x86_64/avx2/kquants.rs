@@ -98,6 +98,87 @@ unsafe fn scale_sub_i8x16<const N: usize>(q: __m128i, d: __m256, m: __m256, y: &
     storeps(y, at + 8, _mm256_sub_ps(_mm256_mul_ps(d, f1), m));
 }
 
+// ---------------------------------------------------------------- shared dot driver
+
+/// The f16 at `at` of four blocks, widened (assembled in a general register).
+#[inline(always)]
+unsafe fn f16x4<const B: usize>(b: &[&[u8; B]; 4], at: usize) -> __m128 {
+    let h = |k: usize| u16::from_le_bytes([b[k][at], b[k][at + 1]]) as u64;
+    _mm_cvtph_ps(_mm_cvtsi64_si128((h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48) as i64))
+}
+
+/// The Q8_K scales of four blocks.
+#[inline(always)]
+unsafe fn yd4(yb: &[&[u8; Q8K]; 4]) -> __m128 {
+    _mm_setr_ps(f32_at(yb[0], 0), f32_at(yb[1], 0), f32_at(yb[2], 0), f32_at(yb[3], 0))
+}
+
+/// Eight i32 lanes of four blocks each to the four block totals, as f64 (exact).
+#[inline(always)]
+unsafe fn totals4(v: [__m256i; 4]) -> __m256d {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm256_cvtepi32_pd(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)))
+}
+
+/// Four blocks at once: the f64 terms `d * yd * isum - dmin * yd * summ`.
+#[inline(always)]
+unsafe fn group4<const B: usize, const MIN: bool, const D: usize, const DMIN: usize>(
+    xb: [&[u8; B]; 4],
+    yb: [&[u8; Q8K]; 4],
+    sums: &impl Fn(&[u8; B], &[u8; Q8K]) -> (__m256i, __m256i),
+) -> __m256d {
+    // Four explicit calls: a closure inside `array::from_fn` would lose AVX2.
+    let s = [sums(xb[0], yb[0]), sums(xb[1], yb[1]), sums(xb[2], yb[2]), sums(xb[3], yb[3])];
+    let yd = _mm256_cvtps_pd(yd4(&yb));
+    // f16 x f32 products are exact in f64.
+    let d = _mm256_mul_pd(_mm256_cvtps_pd(f16x4(&xb, D)), yd);
+    let t = _mm256_mul_pd(d, totals4([s[0].0, s[1].0, s[2].0, s[3].0]));
+    if MIN {
+        let dmin = _mm256_mul_pd(_mm256_cvtps_pd(f16x4(&xb, DMIN)), yd);
+        _mm256_sub_pd(t, _mm256_mul_pd(dmin, totals4([s[0].1, s[1].1, s[2].1, s[3].1])))
+    } else {
+        t
+    }
+}
+
+/// The block loop of the k-quant dots. `sums` gives a block's exact integer sums in 8
+/// i32 lanes: the scaled levels against the activations and, with `MIN`, the mins
+/// against the Q8_K block sums. Four blocks go at a time; each block's totals are
+/// reduced exactly and scaled in f64 by its f16 scales (at `D`, `DMIN`) times the Q8_K
+/// scale, and the terms are summed in f64.
+///
+/// The reference rounds the scale products to f32 and adds eight partial float lanes
+/// per block. In formats with a minimum, the scale and min parts can cancel to a tiny
+/// fraction of their size, and every f32 evaluation order then lands in a different
+/// place (ggml's scalar and AVX2 dots included); this one is exact up to the final
+/// rounding, so it agrees with a float64 dot of the dequantized rows.
+#[inline(always)]
+unsafe fn dot_by4<const B: usize, const MIN: bool, const D: usize, const DMIN: usize>(
+    q: &[u8],
+    yq: &[u8],
+    sums: impl Fn(&[u8; B], &[u8; Q8K]) -> (__m256i, __m256i),
+) -> f32 {
+    let mut acc = _mm256_setzero_pd();
+    let mut xs = q.chunks_exact(4 * B);
+    let mut ys = yq.chunks_exact(4 * Q8K);
+    for (x4, y4) in xs.by_ref().zip(ys.by_ref()) {
+        let xb = std::array::from_fn(|k| block::<B>(&x4[k * B..(k + 1) * B]));
+        let yb = std::array::from_fn(|k| block::<Q8K>(&y4[k * Q8K..(k + 1) * Q8K]));
+        acc = _mm256_add_pd(acc, group4::<B, MIN, D, DMIN>(xb, yb, &sums));
+    }
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    let left = (xr.len() / B).min(yr.len() / Q8K);
+    if left > 0 {
+        // Pad with copies of the first block and keep only the real lanes.
+        let xb = std::array::from_fn(|k| block::<B>(&xr[k.min(left - 1) * B..][..B]));
+        let yb = std::array::from_fn(|k| block::<Q8K>(&yr[k.min(left - 1) * Q8K..][..Q8K]));
+        let keep =
+            _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_set1_epi64x(left as i64), _mm256_setr_epi64x(0, 1, 2, 3)));
+        acc = _mm256_add_pd(acc, _mm256_and_pd(keep, group4::<B, MIN, D, DMIN>(xb, yb, &sums)));
+    }
+    hsum_pd(acc) as f32
+}
+
 // ---------------------------------------------------------------- Q4_K / Q5_K
 
 /// The two 32-value halves (low and high nibbles) of 64-value group `j`, unsigned.
@@ -155,61 +236,42 @@ pub unsafe fn dequantize_q5_k(q: &[u8], y: &mut [f32]) {
     }
 }
 
-/// `sum_k (bsum[2k] + bsum[2k+1]) * mins[k]` in 4 i32 lanes (Q4_K/Q5_K: one min per
-/// 32 values).
+/// One Q4_K / Q5_K block: levels times scales, and `sum_k (bsum[2k] + bsum[2k+1]) *
+/// mins[k]` (one min per 32 values), each in 8 i32 lanes.
 #[inline(always)]
-unsafe fn mins_dot(yb: &[u8; Q8K], m: u64) -> __m128i {
-    let bs = load256(yb, BSUMS);
-    let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)), pairs)
-}
-
-/// Shared Q4_K / Q5_K dot: `groups(xb, j, state)` gives the unsigned halves of 64-value
-/// group `j`.
-#[inline(always)]
-unsafe fn dot_k4<const B: usize, const QH: bool>(
-    q: &[u8],
-    yq: &[u8],
+unsafe fn k4_sums<const B: usize, const QH: bool>(
+    xb: &[u8; B],
+    yb: &[u8; Q8K],
     groups: impl Fn(&[u8; B], usize, __m256i) -> (__m256i, __m256i),
-) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (xb, yb) in q.chunks_exact(B).zip(yq.chunks_exact(Q8K)) {
-        let xb = block::<B>(xb);
-        let yb = block::<Q8K>(yb);
-        let yd = f32_at(yb, 0);
-        let d = f16_at(xb, 0) * yd;
-        let dmin = f16_at(xb, 2) * yd;
-        let (sc, m) = k4_scales_mins_packed(&scales_12(xb, 4));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_dot(yb, m)), acc_m);
-        let scales = scale_reg8(sc);
-        let mut qh = if QH { load256(xb, 16) } else { _mm256_setzero_si256() };
-        let mut s0 = _mm256_setzero_si256();
-        let mut s1 = _mm256_setzero_si256();
-        for j in 0..4 {
-            let (lo, hi) = groups(xb, j, qh);
-            if QH {
-                qh = _mm256_srli_epi16(qh, 2);
-            }
-            let pl = _mm256_maddubs_epi16(lo, load256(yb, QS + 64 * j));
-            let ph = _mm256_maddubs_epi16(hi, load256(yb, QS + 64 * j + 32));
-            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick16(2 * j, 2 * j))));
-            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick16(2 * j + 1, 2 * j + 1))));
+) -> (__m256i, __m256i) {
+    let (sc, m) = k4_scales_mins_packed(&scales_12(xb, 4));
+    let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_cvtsi64_si128(m as i64), _mm_cvtsi64_si128(m as i64)));
+    let summ = _mm256_madd_epi16(load256(yb, BSUMS), mins);
+    let scales = scale_reg8(sc);
+    let mut qh = if QH { load256(xb, 16) } else { _mm256_setzero_si256() };
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_setzero_si256();
+    for j in 0..4 {
+        let (lo, hi) = groups(xb, j, qh);
+        if QH {
+            qh = _mm256_srli_epi16(qh, 2);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
+        let pl = _mm256_maddubs_epi16(lo, load256(yb, QS + 64 * j));
+        let ph = _mm256_maddubs_epi16(hi, load256(yb, QS + 64 * j + 32));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(pl, _mm256_shuffle_epi8(scales, pick16(2 * j, 2 * j))));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(ph, _mm256_shuffle_epi8(scales, pick16(2 * j + 1, 2 * j + 1))));
     }
-    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    hsum_ps(acc) - _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+    (_mm256_add_epi32(s0, s1), summ)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_k(q: &[u8], yq: &[u8]) -> f32 {
-    dot_k4::<Q4K, false>(q, yq, |xb, j, _| q4k_group(xb, j))
+    dot_by4::<Q4K, true, 0, 2>(q, yq, |xb, yb| k4_sums::<Q4K, false>(xb, yb, |xb, j, _| q4k_group(xb, j)))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q5_k(q: &[u8], yq: &[u8]) -> f32 {
-    dot_k4::<Q5K, true>(q, yq, |xb, j, qh| q5k_group(xb, j, qh))
+    dot_by4::<Q5K, true, 0, 2>(q, yq, |xb, yb| k4_sums::<Q5K, true>(xb, yb, |xb, j, qh| q5k_group(xb, j, qh)))
 }
 
 // ---------------------------------------------------------------- Q6_K
@@ -255,36 +317,34 @@ pub unsafe fn dequantize_q6_k(q: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Q6_K x Q8_K. The levels' offset of 32 is taken out once per block through the
-/// Q8_K block sums (`32 * sum_g scale_g * bsum_g`), as ggml's NEON kernel does; like
-/// every Q8_K consumer this relies on the sums matching the quants.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q6_k(q: &[u8], yq: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in q.chunks_exact(Q6K).zip(yq.chunks_exact(Q8K)) {
-        let xb = block::<Q6K>(xb);
-        let yb = block::<Q8K>(yb);
-        let d = f16_at(xb, 208) * f32_at(yb, 0);
-        let sc8 = load128(xb, 192);
-        let scales = scale_regs(sc8);
-        let offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load256(yb, BSUMS)), 5);
-        let mut s0 = _mm256_setzero_si256();
-        let mut s1 = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
-        for n in 0..2 {
-            let v = q6_values(xb, n);
-            for (k, vk) in v.into_iter().enumerate() {
-                let p = _mm256_maddubs_epi16(vk, load256(yb, QS + 128 * n + 32 * k));
-                let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[n], pick16(2 * k, 2 * k + 1)));
-                if k % 2 == 0 {
-                    s0 = _mm256_add_epi32(s0, p);
-                } else {
-                    s1 = _mm256_add_epi32(s1, p);
-                }
+/// One Q6_K block's scaled level sums. The levels' offset of 32 is taken out once per
+/// block through the Q8_K block sums (`32 * sum_g scale_g * bsum_g`), as ggml's NEON
+/// kernel does; like every Q8_K consumer this relies on the sums matching the quants.
+#[inline(always)]
+unsafe fn q6k_sums(xb: &[u8; Q6K], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
+    let sc8 = load128(xb, 192);
+    let scales = scale_regs(sc8);
+    let offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load256(yb, BSUMS)), 5);
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+    for n in 0..2 {
+        let v = q6_values(xb, n);
+        for (k, vk) in v.into_iter().enumerate() {
+            let p = _mm256_maddubs_epi16(vk, load256(yb, QS + 128 * n + 32 * k));
+            let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[n], pick16(2 * k, 2 * k + 1)));
+            if k % 2 == 0 {
+                s0 = _mm256_add_epi32(s0, p);
+            } else {
+                s1 = _mm256_add_epi32(s1, p);
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
     }
-    hsum_ps(acc)
+    (_mm256_add_epi32(s0, s1), _mm256_setzero_si256())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6_k(q: &[u8], yq: &[u8]) -> f32 {
+    dot_by4::<Q6K, false, 208, 0>(q, yq, |xb, yb| q6k_sums(xb, yb))
 }
 
 // ---------------------------------------------------------------- Q2_K
@@ -346,47 +406,9 @@ unsafe fn q2k_sums(xb: &[u8; Q2K], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
     (_mm256_add_epi32(s0, s1), summ)
 }
 
-/// Q2_K x Q8_K. Each block's term `dall * isum - dmin * summs` is the reference's, bit
-/// for bit (exact integer sums, the same float steps); four blocks go at a time and the
-/// terms are summed in four lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q2_k(q: &[u8], yq: &[u8]) -> f32 {
-    let group = |xb: [&[u8; Q2K]; 4], yb: [&[u8; Q8K]; 4]| -> __m128 {
-        // (Not `array::from_fn`: its closure would be compiled without AVX2.)
-        let s = [q2k_sums(xb[0], yb[0]), q2k_sums(xb[1], yb[1]), q2k_sums(xb[2], yb[2]), q2k_sums(xb[3], yb[3])];
-        // isum of the four blocks in lanes 0..4 of the low half, summs in the high half.
-        let a = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0].0, s[1].0), _mm256_hadd_epi32(s[2].0, s[3].0));
-        let b = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0].1, s[1].1), _mm256_hadd_epi32(s[2].1, s[3].1));
-        let isum = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-        let summs = _mm_add_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-        let yd = _mm_setr_ps(f32_at(yb[0], 0), f32_at(yb[1], 0), f32_at(yb[2], 0), f32_at(yb[3], 0));
-        let h = |at: usize| {
-            let v = |k: usize| u16::from_le_bytes([xb[k][at], xb[k][at + 1]]) as u64;
-            _mm_cvtph_ps(_mm_cvtsi64_si128((v(0) | v(1) << 16 | v(2) << 32 | v(3) << 48) as i64))
-        };
-        let dall = _mm_mul_ps(yd, h(80));
-        let dmin = _mm_mul_ps(yd, h(82));
-        _mm_sub_ps(_mm_mul_ps(dall, _mm_cvtepi32_ps(isum)), _mm_mul_ps(dmin, _mm_cvtepi32_ps(summs)))
-    };
-    let mut acc = _mm_setzero_ps();
-    let mut xs = q.chunks_exact(4 * Q2K);
-    let mut ys = yq.chunks_exact(4 * Q8K);
-    for (x4, y4) in xs.by_ref().zip(ys.by_ref()) {
-        let xb = std::array::from_fn(|k| block::<Q2K>(&x4[k * Q2K..(k + 1) * Q2K]));
-        let yb = std::array::from_fn(|k| block::<Q8K>(&y4[k * Q8K..(k + 1) * Q8K]));
-        acc = _mm_add_ps(acc, group(xb, yb));
-    }
-    let (xr, yr) = (xs.remainder(), ys.remainder());
-    let left = (xr.len() / Q2K).min(yr.len() / Q8K);
-    if left > 0 {
-        // Pad with copies of the first block and keep only the real lanes.
-        let xb = std::array::from_fn(|k| block::<Q2K>(&xr[k.min(left - 1) * Q2K..][..Q2K]));
-        let yb = std::array::from_fn(|k| block::<Q8K>(&yr[k.min(left - 1) * Q8K..][..Q8K]));
-        let keep = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_set1_epi32(left as i32), _mm_setr_epi32(0, 1, 2, 3)));
-        acc = _mm_add_ps(acc, _mm_and_ps(keep, group(xb, yb)));
-    }
-    let s = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    dot_by4::<Q2K, true, 80, 82>(q, yq, |xb, yb| q2k_sums(xb, yb))
 }
 
 // ---------------------------------------------------------------- Q3_K
@@ -425,40 +447,39 @@ pub unsafe fn dequantize_q3_k(q: &[u8], y: &mut [f32]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q3_k(q: &[u8], yq: &[u8]) -> f32 {
+/// One Q3_K block's scaled level sums.
+#[inline(always)]
+unsafe fn q3k_sums(xb: &[u8; Q3K], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
     let m3 = _mm256_set1_epi8(3);
     let one = _mm256_set1_epi8(1);
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in q.chunks_exact(Q3K).zip(yq.chunks_exact(Q8K)) {
-        let xb = block::<Q3K>(xb);
-        let yb = block::<Q8K>(yb);
-        let d = f16_at(xb, 108) * f32_at(yb, 0);
-        let scales = scale_regs(q3_scales(xb));
-        let mut hb = load256(xb, 0);
-        let mut s0 = _mm256_setzero_si256();
-        let mut s1 = _mm256_setzero_si256();
-        for n in 0..2 {
-            let mut bits = load256(xb, 32 + 32 * n);
-            for j in 0..4 {
-                let lo = _mm256_and_si256(bits, m3);
-                bits = _mm256_srli_epi16(bits, 2);
-                // 4 where the high bit is clear.
-                let sub = _mm256_slli_epi16(_mm256_andnot_si256(hb, one), 2);
-                hb = _mm256_srli_epi16(hb, 1);
-                let y = load256(yb, QS + 128 * n + 32 * j);
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(lo, y), _mm256_maddubs_epi16(sub, y));
-                let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[n], pick16(2 * j, 2 * j + 1)));
-                if j % 2 == 0 {
-                    s0 = _mm256_add_epi32(s0, p);
-                } else {
-                    s1 = _mm256_add_epi32(s1, p);
-                }
+    let scales = scale_regs(q3_scales(xb));
+    let mut hb = load256(xb, 0);
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_setzero_si256();
+    for n in 0..2 {
+        let mut bits = load256(xb, 32 + 32 * n);
+        for j in 0..4 {
+            let lo = _mm256_and_si256(bits, m3);
+            bits = _mm256_srli_epi16(bits, 2);
+            // 4 where the high bit is clear.
+            let sub = _mm256_slli_epi16(_mm256_andnot_si256(hb, one), 2);
+            hb = _mm256_srli_epi16(hb, 1);
+            let y = load256(yb, QS + 128 * n + 32 * j);
+            let p = _mm256_sub_epi16(_mm256_maddubs_epi16(lo, y), _mm256_maddubs_epi16(sub, y));
+            let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales[n], pick16(2 * j, 2 * j + 1)));
+            if j % 2 == 0 {
+                s0 = _mm256_add_epi32(s0, p);
+            } else {
+                s1 = _mm256_add_epi32(s1, p);
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
     }
-    hsum_ps(acc)
+    (_mm256_add_epi32(s0, s1), _mm256_setzero_si256())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q3_k(q: &[u8], yq: &[u8]) -> f32 {
+    dot_by4::<Q3K, false, 108, 0>(q, yq, |xb, yb| q3k_sums(xb, yb))
 }
 
 // ---------------------------------------------------------------- IQ4_XS
@@ -491,28 +512,30 @@ pub unsafe fn dequantize_iq4_xs(q: &[u8], y: &mut [f32]) {
     }
 }
 
+/// One IQ4_XS block's scaled level sums: signed levels, the sign moved onto the
+/// activations so that `maddubs` stays exact.
+#[inline(always)]
+unsafe fn iq4xs_sums(xb: &[u8; IQ4XS], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast()));
+    let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(iq4xs_scales8(xb)));
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_setzero_si256();
+    for ib in 0..8 {
+        let x = _mm256_shuffle_epi8(table, nibbles32(load128(xb, 8 + 16 * ib)));
+        let p = maddubs_signed(load256(yb, QS + 32 * ib), x);
+        let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick16(ib, ib)));
+        if ib % 2 == 0 {
+            s0 = _mm256_add_epi32(s0, p);
+        } else {
+            s1 = _mm256_add_epi32(s1, p);
+        }
+    }
+    (_mm256_add_epi32(s0, s1), _mm256_setzero_si256())
+}
+
+/// IQ4_XS x Q8_K. The reference rounds one float term per 32 values; here the
+/// sub-block scales are applied in integers.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_iq4_xs(q: &[u8], yq: &[u8]) -> f32 {
-    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_LEVELS.as_ptr().cast()));
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in q.chunks_exact(IQ4XS).zip(yq.chunks_exact(Q8K)) {
-        let xb = block::<IQ4XS>(xb);
-        let yb = block::<Q8K>(yb);
-        let d = f16_at(xb, 0) * f32_at(yb, 0);
-        let scales = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(iq4xs_scales8(xb)));
-        let mut s0 = _mm256_setzero_si256();
-        let mut s1 = _mm256_setzero_si256();
-        for ib in 0..8 {
-            let x = _mm256_shuffle_epi8(table, nibbles32(load128(xb, 8 + 16 * ib)));
-            let p = maddubs_signed(load256(yb, QS + 32 * ib), x);
-            let p = _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick16(ib, ib)));
-            if ib % 2 == 0 {
-                s0 = _mm256_add_epi32(s0, p);
-            } else {
-                s1 = _mm256_add_epi32(s1, p);
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
-    }
-    hsum_ps(acc)
+    dot_by4::<IQ4XS, false, 0, 0>(q, yq, |xb, yb| iq4xs_sums(xb, yb))
 }

@@ -67,14 +67,6 @@ pub unsafe fn store256<const N: usize>(b: &mut [u8; N], at: usize, v: __m256i) {
 }
 
 #[inline(always)]
-pub unsafe fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-#[inline(always)]
 pub unsafe fn hsum_pd(v: __m256d) -> f64 {
     let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     let s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
