@@ -21,6 +21,22 @@ cargo test --release -p kquant-core
 echo "== golden vectors through the portable reference kernels"
 KQUANT_ISA=scalar cargo test --release -p kquant-core --test golden
 
+AARCH64_ENV=../shared/tools/aarch64-env.sh
+if [[ "${KQUANT_SKIP_AARCH64:-0}" != 1 && -x "$AARCH64_ENV" ]]; then
+    echo "== aarch64 NEON parity under qemu (cross-built; main thread only)"
+    if ! command -v qemu-aarch64-static >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null \
+        || [[ ! -x /usr/bin/rustc || ! -x /usr/bin/cargo ]]; then
+        bash "$AARCH64_ENV" install
+    fi
+    (
+        source <(bash "$AARCH64_ENV" env)
+        RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/aarch64-cross /usr/bin/cargo test --release \
+            --target aarch64-unknown-linux-gnu -p kquant-core --test simd_parity
+    )
+else
+    echo "== aarch64 NEON parity skipped (KQUANT_SKIP_AARCH64=1 or $AARCH64_ENV missing)"
+fi
+
 echo "== build and install kquant"
 python -m pip install -q --no-deps --force-reinstall .
 
