@@ -180,3 +180,55 @@ def test_thread_knob_errors():
         kquant.set_num_threads(0)
     with pytest.raises(TypeError):
         kquant.set_num_threads("2")
+
+
+def test_isa_reports_the_active_path():
+    assert kquant.isa() in kquant.available_isas()
+    assert kquant.available_isas()[0] == "scalar"
+
+
+def _run(code, **env):
+    import os
+    import subprocess
+    import sys
+
+    e = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e)
+
+
+def test_forced_scalar_path_gives_the_same_bytes():
+    code = (
+        "import numpy as np, kquant;"
+        "x=np.random.default_rng(3).standard_normal((8, 512)).astype(np.float32);"
+        "print(kquant.isa());"
+        "[print(t, kquant.quantize(x, t).tobytes().hex()[:4000], kquant.dequantize(kquant.quantize(x, t), t).tobytes().hex()[:4000])"
+        " for t in ['q4_0','q8_0','q4_k','q6_k','iq4_xs','f16','bf16']]"
+    )
+    forced = _run(code, KQUANT_ISA="scalar")
+    default = _run(code)
+    assert forced.returncode == 0 and default.returncode == 0, forced.stderr + default.stderr
+    assert forced.stdout.splitlines()[0] == "scalar"
+    assert forced.stdout.splitlines()[1:] == default.stdout.splitlines()[1:]
+
+
+def test_forcing_a_missing_path_is_a_clear_error():
+    missing = next((i for i in ("neon", "avx2") if i not in kquant.available_isas()), None)
+    if missing is None:
+        pytest.skip("this CPU runs every path")
+    r = _run("import kquant, numpy as np; kquant.quantize(np.ones((1, 32), np.float32), 'q8_0')", KQUANT_ISA=missing)
+    assert r.returncode != 0 and "KQUANT_ISA" in r.stderr and "ValueError" in r.stderr
+    r = _run("import kquant; kquant.isa()", KQUANT_ISA="sse9")
+    assert "not a known instruction set" in r.stderr
+
+
+def test_stub_matches_the_extension():
+    """_kquant.pyi lists exactly the extension's public names."""
+    import ast
+    from pathlib import Path
+
+    stub = Path(kquant.__file__).with_name("_kquant.pyi")
+    tree = ast.parse(stub.read_text())
+    declared = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    declared |= {t.target.id for t in tree.body if isinstance(t, ast.AnnAssign)}
+    actual = {n for n in dir(kquant._kquant) if not n.startswith("_")} | {"__version__"}
+    assert declared | {"__version__"} == actual

@@ -1,6 +1,6 @@
 """kquant: GGML / llama.cpp block quantization for NumPy, byte-exact with ggml."""
 
-from ._api import dequantize, get_num_threads, matmul, quantize, set_num_threads, vec_dot
+from ._api import available_isas, dequantize, get_num_threads, isa, matmul, quantize, set_num_threads, vec_dot
 from ._kquant import __version__
 from ._types import QuantType, row_size, vec_dot_type
 from .gguf import GGUFReader, GGUFWriter
@@ -13,8 +13,10 @@ __all__ = [
     "GGUFWriter",
     "QuantType",
     "__version__",
+    "available_isas",
     "dequantize",
     "get_num_threads",
+    "isa",
     "load_imatrix",
     "matmul",
     "quantize",

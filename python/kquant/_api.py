@@ -11,9 +11,9 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _kquant
-from ._types import QTypeLike, QuantType, row_size, vec_dot_type
+from ._types import GEOMETRY, QTypeLike, QuantType, row_size, vec_dot_type
 
-__all__ = ["quantize", "dequantize", "vec_dot", "matmul", "set_num_threads", "get_num_threads"]
+__all__ = ["quantize", "dequantize", "vec_dot", "matmul", "set_num_threads", "get_num_threads", "isa", "available_isas"]
 
 
 def _memory_bytes() -> int:
@@ -24,6 +24,9 @@ def _memory_bytes() -> int:
 
 
 _MEMORY_BYTES = _memory_bytes()
+_F32 = np.dtype(np.float32)
+_U8 = np.dtype(np.uint8)
+_PARTNER = {t: vec_dot_type(t) for t in QuantType}  # native byte order: '>f4' must not take the fast path
 
 
 def _check_size(nbytes: int, what: str) -> None:
@@ -35,6 +38,8 @@ def _check_size(nbytes: int, what: str) -> None:
 
 def _floats(x: Any, what: str) -> np.ndarray:
     """A C-contiguous, aligned native float32 array with the same values and shape as `x`."""
+    if type(x) is np.ndarray and x.dtype == _F32 and x.flags.c_contiguous and x.flags.aligned:
+        return x  # the common case, checked cheaply
     a = np.asarray(x)
     if a.dtype.kind != "f":
         raise TypeError(f"{what} must hold floating-point values, got dtype {a.dtype}")
@@ -48,6 +53,8 @@ def _floats(x: Any, what: str) -> np.ndarray:
 
 
 def _bytes(q: Any, what: str) -> np.ndarray:
+    if type(q) is np.ndarray and q.dtype == np.uint8 and q.ndim and q.flags.c_contiguous:
+        return q  # the common case, checked cheaply
     a = np.asarray(q)
     if a.dtype != np.uint8:
         raise TypeError(f"{what} must be a uint8 array of quantized blocks, got dtype {a.dtype}")
@@ -75,28 +82,31 @@ def quantize(x: npt.ArrayLike, qtype: QTypeLike, *, imatrix: Optional[npt.ArrayL
     if a.ndim == 0:
         raise ValueError("x must have at least one dimension (..., n)")
     n = a.shape[-1]
-    rb = row_size(t, n)
+    bs, ts = GEOMETRY[t]
+    rb = n // bs * ts if n % bs == 0 else row_size(t, n)  # row_size raises the clear error
     _check_size(math.prod(a.shape[:-1]) * rb, "the quantized result")
     w = None
     if imatrix is not None:
         w = _floats(imatrix, "imatrix")
         if w.ndim != 1 or w.shape[0] != n:
             raise ValueError(f"imatrix must have shape ({n},) to match the row length, got {w.shape}")
-    out = _kquant.quantize(_rows(a), t.value, w)
-    return out.reshape(a.shape[:-1] + (rb,))
+    out = _kquant.quantize(a if a.ndim == 2 else _rows(a), t.value, w)
+    return out if a.ndim == 2 else out.reshape(a.shape[:-1] + (rb,))
 
 
 def dequantize(q: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
     """Dequantize uint8 rows (..., row_bytes) of `qtype` to float32 (..., n), bit-exact with ggml."""
     t = QuantType.parse(qtype)
     a = _bytes(q, "q")
-    rb = a.shape[-1]
-    if rb % t.type_size:
-        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({t.type_size} bytes each)")
-    n = rb // t.type_size * t.block_size
-    _check_size(math.prod(a.shape[:-1]) * n * 4, "the dequantized result")
-    out = _kquant.dequantize(_rows(a), t.value)
-    return out.reshape(a.shape[:-1] + (n,))
+    bs, ts = GEOMETRY[t]
+    lead, rb = a.shape[:-1], a.shape[-1]
+    if rb % ts:
+        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({ts} bytes each)")
+    n = rb // ts * bs
+    nrows = math.prod(lead)
+    _check_size(nrows * n * 4, "the dequantized result")
+    out = _kquant.dequantize(a if a.ndim == 2 else a.reshape(nrows, rb), t.value)
+    return out if a.ndim == 2 else out.reshape(lead + (n,))
 
 
 def vec_dot(q: npt.ArrayLike, yq: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
@@ -105,23 +115,39 @@ def vec_dot(q: npt.ArrayLike, yq: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray
     Both have the same leading shape; returns float32 of that shape.
     """
     t = QuantType.parse(qtype)
+    if (
+        type(q) is np.ndarray
+        and type(yq) is np.ndarray
+        and q.ndim == 2
+        and yq.ndim == 2
+        and q.dtype == _U8
+        and yq.dtype == _U8
+        and q.flags.c_contiguous
+        and yq.flags.c_contiguous
+    ):
+        # the common 2-D case: the extension checks row counts, block sizes and the
+        # partner's row length itself, with the same messages
+        return _kquant.vec_dot(q, yq, t.value)
     a = _bytes(q, "q")
     b = _bytes(yq, "yq")
     if a.shape[:-1] != b.shape[:-1]:
         raise ValueError(f"q and yq must have the same leading shape, got {a.shape[:-1]} and {b.shape[:-1]}")
     rb = a.shape[-1]
-    if rb % t.type_size:
-        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({t.type_size} bytes each)")
-    n = rb // t.type_size * t.block_size
-    p = vec_dot_type(t)
-    if b.shape[-1] != row_size(p, n):
+    bs, ts = GEOMETRY[t]
+    if rb % ts:
+        raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({ts} bytes each)")
+    n = rb // ts * bs
+    p = _PARTNER[t]
+    pbs, pts = GEOMETRY[p]
+    if n % pbs or b.shape[-1] != n // pbs * pts:
         raise ValueError(
             f"yq rows must be {row_size(p, n)} bytes ({p.name}, the partner of {t.name}, for {n} values), "
             f"got {b.shape[-1]}"
         )
     _check_size(math.prod(a.shape[:-1]) * 4, "the result")
-    out = _kquant.vec_dot(_rows(a), _rows(b), t.value)
-    return out.reshape(a.shape[:-1])
+    if a.ndim == 2:
+        return _kquant.vec_dot(a, b, t.value)
+    return _kquant.vec_dot(_rows(a), _rows(b), t.value).reshape(a.shape[:-1])
 
 
 def matmul(wq: npt.ArrayLike, x: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
@@ -160,6 +186,16 @@ def set_num_threads(n: int) -> None:
     if n > 1 << 31:  # would be OverflowError converting to usize; the extension's own cap is far lower
         raise ValueError(f"the number of threads must be at most a few thousand, got {n}")
     _kquant.set_num_threads(int(n))
+
+
+def isa() -> str:
+    """The kernel path in use: "avx2", "neon" or "scalar" (`KQUANT_ISA` forces one)."""
+    return _kquant.isa()
+
+
+def available_isas() -> list:
+    """Every kernel path this CPU runs, scalar first."""
+    return list(_kquant.available_isas())
 
 
 def get_num_threads() -> int:

@@ -59,8 +59,13 @@ class QuantType(enum.IntEnum):
         if isinstance(qtype, QuantType):
             return qtype
         if isinstance(qtype, str):
+            hit = _NAME_CACHE.get(qtype)
+            if hit is not None:
+                return hit
             key = qtype.strip().upper()
             if key in cls.__members__:
+                if len(_NAME_CACHE) < 256:  # names as callers spell them; bounded against junk
+                    _NAME_CACHE[qtype] = cls[key]
                 return cls[key]
             raise ValueError(f"unknown quantization type {qtype!r}; expected one of {', '.join(cls.__members__)}")
         try:
@@ -76,6 +81,11 @@ class QuantType(enum.IntEnum):
 
 
 QTypeLike = Union[QuantType, int, str]
+
+_NAME_CACHE: dict = {}
+
+# (block_size, type_size) per type, for the per-call hot paths
+GEOMETRY = {t: (int(_TABLE[t.value][2]), int(_TABLE[t.value][3])) for t in QuantType}
 
 
 def vec_dot_type(qtype: QTypeLike) -> QuantType:

@@ -14,7 +14,7 @@ fn best_secs(mut f: impl FnMut()) -> f64 {
     let mut best = f64::INFINITY;
     let start = Instant::now();
     let mut reps = 0;
-    while reps < 5 || (start.elapsed().as_secs_f64() < 0.2 && reps < 2000) {
+    while reps < 5 || (start.elapsed().as_secs_f64() < 0.5 && reps < 20000) {
         let t = Instant::now();
         f();
         best = best.min(t.elapsed().as_secs_f64());
@@ -70,7 +70,13 @@ fn main() {
                 }) / ROWS as f64
             });
             let (aq, _, _) = dispatch::accelerated(v, t);
-            let quant = (aq || v.isa == dispatch::Isa::Scalar && matches!(t, QuantType::Q8_0 | QuantType::Q8_1 | QuantType::Q8K | QuantType::F16 | QuantType::BF16)).then(|| {
+            let quant = (aq
+                || v.isa == dispatch::Isa::Scalar
+                    && matches!(
+                        t,
+                        QuantType::Q8_0 | QuantType::Q8_1 | QuantType::Q8K | QuantType::F16 | QuantType::BF16
+                    ))
+            .then(|| {
                 let mut out = vec![0u8; rb];
                 best_secs(|| (k.quantize)(std::hint::black_box(&x[..N]), &mut out, None))
             });

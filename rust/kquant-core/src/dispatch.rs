@@ -195,7 +195,11 @@ pub(crate) struct Overrides {
 
 fn overrides(v: Variant, t: QuantType) -> Result<Overrides> {
     if !v.is_available() {
-        return Err(Error::invalid(format!("the {} kernels need {}, which this CPU lacks", v.name(), v.isa.requirement())));
+        return Err(Error::invalid(format!(
+            "the {} kernels need {}, which this CPU lacks",
+            v.name(),
+            v.isa.requirement()
+        )));
     }
     Ok(match v.isa {
         Isa::Scalar => Overrides::default(),

@@ -110,12 +110,18 @@ fn vec_dot<'py>(
     let rows = Rows::from_bytes(t, nb, nrows).map_err(value_error)?;
     let partner = t.vec_dot_type();
     let want = partner.row_size(rows.n_per_row).map_err(value_error)?;
-    if yq.shape()[0] != nrows || yq.shape()[1] != want {
+    if yq.shape()[0] != nrows {
         return Err(PyValueError::new_err(format!(
-            "yq must hold {nrows} rows of {want} bytes ({} rows of {} values), got shape ({}, {})",
+            "q and yq must have the same leading shape, got ({nrows},) and ({},)",
+            yq.shape()[0]
+        )));
+    }
+    if yq.shape()[1] != want {
+        return Err(PyValueError::new_err(format!(
+            "yq rows must be {want} bytes ({}, the partner of {}, for {} values), got {}",
             partner.name(),
+            t.name(),
             rows.n_per_row,
-            yq.shape()[0],
             yq.shape()[1]
         )));
     }
@@ -159,6 +165,19 @@ fn type_table() -> Vec<(u32, &'static str, usize, usize, u32, bool)> {
         .collect()
 }
 
+/// The kernel path in use ("avx2", "neon", "scalar"), chosen once from the CPU and
+/// `KQUANT_ISA`; a ValueError when `KQUANT_ISA` asks for a path this CPU lacks.
+#[pyfunction]
+fn isa() -> PyResult<&'static str> {
+    kquant_core::dispatch::active().map(|i| i.name()).map_err(value_error)
+}
+
+/// Every path this CPU can run, scalar first.
+#[pyfunction]
+fn available_isas() -> Vec<&'static str> {
+    kquant_core::dispatch::available().into_iter().map(|i| i.name()).collect()
+}
+
 #[pyfunction]
 fn set_num_threads(n: usize) -> PyResult<()> {
     pool::set_threads(n).map_err(value_error)
@@ -176,6 +195,8 @@ fn _kquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vec_dot, m)?)?;
     m.add_function(wrap_pyfunction!(matmul, m)?)?;
     m.add_function(wrap_pyfunction!(type_table, m)?)?;
+    m.add_function(wrap_pyfunction!(isa, m)?)?;
+    m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(gguf::gguf_parse, m)?)?;

@@ -43,32 +43,50 @@ pub(crate) fn floats_mut<const N: usize>(x: &mut [f32]) -> &mut [f32; N] {
 }
 
 /// The 8 six-bit scales and 8 six-bit mins packed in the 12 `scales` bytes of a Q4_K
-/// or Q5_K block (`get_scale_min_k4` for all j at once).
+/// or Q5_K block (`get_scale_min_k4` for all j at once), as the bytes of two u64.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) fn k4_scales_mins_packed(s: &[u8; 12]) -> (u64, u64) {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let a = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let b = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let c = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let sc_hi = (c & K2) | (((a >> 6) & K3) << 4);
+    let m_hi = ((c >> 4) & K2) | (((b >> 6) & K3) << 4);
+    ((a & K1) as u64 | (sc_hi as u64) << 32, (b & K1) as u64 | (m_hi as u64) << 32)
+}
+
+/// `k4_scales_mins_packed` as byte arrays.
 #[allow(dead_code)]
 #[inline(always)]
 pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut m = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 63;
-        m[j] = s[j + 4] & 63;
-        sc[j + 4] = (s[j + 8] & 0x0f) | ((s[j] >> 6) << 4);
-        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-    }
-    (sc, m)
+    let (sc, m) = k4_scales_mins_packed(s);
+    (sc.to_le_bytes(), m.to_le_bytes())
+}
+
+/// The 16 six-bit scales of a Q3_K block (not yet minus 32), as the bytes of a u128.
+#[allow(dead_code)]
+#[inline(always)]
+pub(crate) fn q3k_scales_packed(s: &[u8; 12]) -> u128 {
+    const K1: u32 = 0x0303_0303;
+    const K2: u32 = 0x0f0f_0f0f;
+    let a = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let b = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let t = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let w0 = (a & K2) | ((t & K1) << 4);
+    let w1 = (b & K2) | (((t >> 2) & K1) << 4);
+    let w2 = ((a >> 4) & K2) | (((t >> 4) & K1) << 4);
+    let w3 = ((b >> 4) & K2) | (((t >> 6) & K1) << 4);
+    w0 as u128 | (w1 as u128) << 32 | (w2 as u128) << 64 | (w3 as u128) << 96
 }
 
 /// The 16 six-bit scales of a Q3_K block, already minus 32.
 #[allow(dead_code)]
 #[inline(always)]
 pub(crate) fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
-    let mut out = [0i8; 16];
-    for j in 0..16 {
-        let low = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
-        let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-        out[j] = (low | (high << 4)) as i8 - 32;
-    }
-    out
+    q3k_scales_packed(s).to_le_bytes().map(|b| b as i8 - 32)
 }
 
 /// The 8 six-bit scales of an IQ4_XS block, already minus 32.

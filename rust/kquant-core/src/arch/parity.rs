@@ -62,10 +62,7 @@ fn inputs(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f32>)> {
     // Scales here underflow to subnormals or their inverses overflow to inf.
     v.push(("subnormal_1e-38", (0..n).map(|_| rng.normal() * 1e-38).collect()));
     v.push(("subnormal_1e-44", (0..n).map(|i| if i % 3 == 0 { 1e-44 } else { -3e-45 }).collect()));
-    v.push((
-        "sparse_spikes",
-        (0..n).map(|_| if rng.below(29) == 0 { rng.normal() * 1e4 } else { 0.0 }).collect(),
-    ));
+    v.push(("sparse_spikes", (0..n).map(|_| if rng.below(29) == 0 { rng.normal() * 1e4 } else { 0.0 }).collect()));
     // A common negative offset: formats with a minimum cancel most of it, so the
     // float terms of their dots are far larger than the result.
     v.push(("offset_-10", (0..n).map(|_| -10.0 - rng.unit()).collect()));
@@ -74,12 +71,23 @@ fn inputs(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f32>)> {
     // land exactly on halves: ties away (Q8_0/Q8_1) and ties to even (Q8_K) differ here.
     v.push((
         "ties",
-        (0..n)
-            .map(|i| if i % 32 == 0 { -127.0 } else { (rng.below(253) as f32 - 126.0) + 0.5 })
-            .collect(),
+        (0..n).map(|i| if i % 32 == 0 { -127.0 } else { (rng.below(253) as f32 - 126.0) + 0.5 }).collect(),
     ));
     // Equal magnitudes of both signs: the first one decides the sign of the scale.
-    v.push(("sign_tie", (0..n).map(|i| if i % 5 == 0 { -2.0 } else if i % 5 == 2 { 2.0 } else { 0.25 }).collect()));
+    v.push((
+        "sign_tie",
+        (0..n)
+            .map(|i| {
+                if i % 5 == 0 {
+                    -2.0
+                } else if i % 5 == 2 {
+                    2.0
+                } else {
+                    0.25
+                }
+            })
+            .collect(),
+    ));
     v.push((
         "random_bits",
         (0..n)
@@ -253,7 +261,8 @@ impl Ctx<'_> {
         let err = (r - s).abs();
         // A final f32 rounding of the result is allowed on top of the relative bound.
         let tol = 1e-6 * scale.max(terms) + r.abs() * f32::EPSILON as f64 + f32::MIN_POSITIVE as f64;
-        if !(err <= tol) {
+        let within = err <= tol; // false for NaN too
+        if !within {
             self.fail(format!("vec_dot {what} (n={n}): {s:e}, reference {r:e}, |diff| {err:e} > {tol:e}"));
         }
         if terms > scale {
@@ -321,7 +330,9 @@ fn check_format(report: &mut Report, variant: Variant, t: QuantType, rng: &mut R
             }
             if let (true, Some(pk)) = (adot && refk.vec_dot.is_some(), partner) {
                 // Partner rows from several inputs, quantized by the reference.
-                for (ywhat, yx) in rows.iter().filter(|(w, _)| matches!(*w, "normal" | "ramp" | "ties" | "huge_1e30" | "offset_-10")) {
+                for (ywhat, yx) in
+                    rows.iter().filter(|(w, _)| matches!(*w, "normal" | "ramp" | "ties" | "huge_1e30" | "offset_-10"))
+                {
                     let mut yq = vec![0u8; pt.row_size(n).unwrap()];
                     (pk.quantize)(yx, &mut yq, None);
                     let e = ctx.dot(&simd, refk, pk, &format!("{what} . {ywhat}"), &q, &yq);
@@ -389,10 +400,7 @@ fn check_format(report: &mut Report, variant: Variant, t: QuantType, rng: &mut R
     let mark = |b: bool| if b { "simd" } else { "ref " };
     let dot = if refk.vec_dot.is_none() { "none" } else { mark(adot) };
     let tail = if adot && refk.vec_dot.is_some() {
-        let mut t = format!(
-            ", dots bit-identical {}/{}, worst {worst:.1e} of sum|w*y|",
-            ctx.dots_identical, ctx.dots
-        );
+        let mut t = format!(", dots bit-identical {}/{}, worst {worst:.1e} of sum|w*y|", ctx.dots_identical, ctx.dots);
         if ctx.worst_terms > 0.0 {
             t += &format!(" ({:.1e} of sum |y|(|d*q|+|m|))", ctx.worst_terms);
         }

@@ -109,8 +109,9 @@ pub(crate) fn alignment_of<'a>(mut metadata: impl Iterator<Item = (&'a str, &'a 
 /// Checks a tensor's shape against its type and returns its size in bytes.
 ///
 /// Mirrors ggml's rules: 1 to 4 dimensions, each below 2^63 (ggml stores them as int64,
-/// zero is allowed and makes an empty tensor), an element count below 2^63, and a first
-/// dimension that is a whole number of blocks.
+/// zero is allowed and makes an empty tensor), an element count below 2^63 (for an empty
+/// tensor: the product of its non-zero dimensions), and a first dimension that is a
+/// whole number of blocks.
 pub(crate) fn tensor_nbytes(name: &str, dims: &[u64], ty: TensorType) -> Result<u64> {
     if dims.is_empty() || dims.len() > MAX_DIMS {
         return Err(Error::invalid(format!("tensor {name:?} has {} dimensions, expected 1 to {MAX_DIMS}", dims.len())));
@@ -119,11 +120,12 @@ pub(crate) fn tensor_nbytes(name: &str, dims: &[u64], ty: TensorType) -> Result<
     if let Some(i) = dims.iter().position(|&d| d > max) {
         return Err(Error::invalid(format!("tensor {name:?} dimension {i} is {}, larger than 2^63 - 1", dims[i])));
     }
-    // Like ggml, an empty tensor skips the element-count limit.
-    let empty = dims.contains(&0);
-    let mut n: u64 = if empty { 0 } else { 1 };
-    for &d in dims.iter().filter(|_| !empty) {
-        n = match n.checked_mul(d) {
+    // ggml lets an empty tensor (a zero dimension) skip the element-count limit, but then
+    // products of its other dimensions (its row count, its NumPy shape) overflow; so the
+    // non-zero dimensions must multiply to less than 2^63 here too.
+    let mut nonzero: u64 = 1;
+    for &d in dims.iter().filter(|&&d| d != 0) {
+        nonzero = match nonzero.checked_mul(d) {
             Some(v) if v < max => v,
             _ => {
                 return Err(Error::invalid(format!(
@@ -132,6 +134,7 @@ pub(crate) fn tensor_nbytes(name: &str, dims: &[u64], ty: TensorType) -> Result<
             }
         };
     }
+    let n = if dims.contains(&0) { 0 } else { nonzero };
     let bs = ty.block_size() as u64;
     if dims[0] % bs != 0 {
         return Err(Error::invalid(format!(

@@ -48,10 +48,7 @@ unsafe fn narrow_f16(lo: float32x4_t, hi: float32x4_t) -> uint16x8_t {
 
 #[inline(always)]
 unsafe fn widen_bf16(h: uint16x8_t) -> [float32x4_t; 2] {
-    [
-        vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h))),
-        vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h)),
-    ]
+    [vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h))), vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h))]
 }
 
 /// `common::f32_to_bf16` on four lanes.

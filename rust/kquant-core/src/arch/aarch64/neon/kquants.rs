@@ -3,9 +3,10 @@
 //!
 //! Without SDOT the int8 products are widened per position, which is exactly the
 //! reference's (ggml generic) layout of eight lanes of positions mod 8, so those dots
-//! are bit-identical. With SDOT, four neighbouring positions share a lane and only the
-//! integer sums are exact. Q2_K and IQ4_XS are bit-identical either way: their
-//! reference adds one float term per (sub-)block.
+//! are bit-identical. With SDOT, four neighbouring positions share a lane; the block
+//! sums are still exact integers, and Q3_K..Q6_K then scale and add them in f64 (as
+//! the AVX2 kernels do). Q2_K and IQ4_XS are bit-identical either way: their reference
+//! adds one float term per (sub-)block.
 
 use std::arch::aarch64::*;
 
@@ -262,24 +263,29 @@ unsafe fn lane_groups(v: &Levels, yb: &[u8; Q8K], scale: impl Fn(usize) -> i16) 
 unsafe fn dot_k4<const DOT: bool, const B: usize>(q: &[u8], yq: &[u8], levels: impl Fn(&[u8; B]) -> Levels) -> f32 {
     let mut lanes = [vdupq_n_f32(0.0); 2];
     let mut sumf = 0.0f32;
-    let mut main = 0.0f32;
+    let mut exact = 0.0f64;
     for (xb, yb) in q.chunks_exact(B).zip(yq.chunks_exact(Q8K)) {
         let (xb, yb) = (block::<B>(xb), block::<Q8K>(yb));
         let (sc, m) = k4_scales_mins(&scales_12(xb, 4));
         let summ: i32 = (0..16).map(|j| bsum(yb, j) * m[j / 2] as i32).sum();
         let v = levels(xb);
         let yd = f32_at(yb, 0);
-        let d = f16_at(xb, 0) * yd;
         if DOT {
-            main += d * sdot_groups(&v, yb, |g| sc[g / 2] as i32) as f32;
+            // The SDOT lanes are not the reference's, so rounding like it is moot;
+            // f64 (exact scale products) keeps the scale and min parts from cancelling
+            // into rounding noise.
+            let isum = sdot_groups(&v, yb, |g| sc[g / 2] as i32);
+            let (d, dmin) = (f16_at(xb, 0) as f64 * yd as f64, f16_at(xb, 2) as f64 * yd as f64);
+            exact += d * isum as f64 - dmin * summ as f64;
         } else {
+            let d = f16_at(xb, 0) * yd;
             lanes_accumulate(&mut lanes, d, &lane_groups(&v, yb, |g| sc[g / 2] as i16));
+            let dmin = f16_at(xb, 2) * yd;
+            sumf -= dmin * summ as f32;
         }
-        let dmin = f16_at(xb, 2) * yd;
-        sumf -= dmin * summ as f32;
     }
     if DOT {
-        sumf + main
+        exact as f32
     } else {
         lanes_finish(sumf, &lanes)
     }
@@ -305,20 +311,21 @@ unsafe fn dot_signed16<const DOT: bool, const B: usize>(
     scales: impl Fn(&[u8; B]) -> [i8; 16],
 ) -> f32 {
     let mut lanes = [vdupq_n_f32(0.0); 2];
-    let mut main = 0.0f32;
+    let mut exact = 0.0f64;
     for (xb, yb) in q.chunks_exact(B).zip(yq.chunks_exact(Q8K)) {
         let (xb, yb) = (block::<B>(xb), block::<Q8K>(yb));
         let sc = scales(xb);
         let v = levels(xb);
-        let d = f16_at(xb, d_at) * f32_at(yb, 0);
         if DOT {
-            main += d * sdot_groups(&v, yb, |g| sc[g] as i32) as f32;
+            let isum = sdot_groups(&v, yb, |g| sc[g] as i32);
+            exact += f16_at(xb, d_at) as f64 * f32_at(yb, 0) as f64 * isum as f64;
         } else {
+            let d = f16_at(xb, d_at) * f32_at(yb, 0);
             lanes_accumulate(&mut lanes, d, &lane_groups(&v, yb, |g| sc[g] as i16));
         }
     }
     if DOT {
-        main
+        exact as f32
     } else {
         lanes_finish(0.0, &lanes)
     }

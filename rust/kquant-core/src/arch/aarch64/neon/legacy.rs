@@ -142,42 +142,60 @@ unsafe fn dot_blocks<const DOT: bool, const B: usize, const Y: usize, const YQ: 
 
 #[inline(always)]
 pub unsafe fn vec_dot_q4_0<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
-    dot_blocks::<DOT, 18, Q8_0_BYTES, 2>(q, yq, |b| q4_0_values(b), |s, xb, yb| {
-        s as f32 * f16_at(xb, 0) * f16_at(yb, 0)
-    })
+    dot_blocks::<DOT, 18, Q8_0_BYTES, 2>(
+        q,
+        yq,
+        |b| q4_0_values(b),
+        |s, xb, yb| s as f32 * f16_at(xb, 0) * f16_at(yb, 0),
+    )
 }
 
 #[inline(always)]
 pub unsafe fn vec_dot_q5_0<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
-    dot_blocks::<DOT, 22, Q8_0_BYTES, 2>(q, yq, |b| q5_0_values(b), |s, xb, yb| {
-        (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32
-    })
+    dot_blocks::<DOT, 22, Q8_0_BYTES, 2>(
+        q,
+        yq,
+        |b| q5_0_values(b),
+        |s, xb, yb| (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32,
+    )
 }
 
 #[inline(always)]
 pub unsafe fn vec_dot_iq4_nl<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
-    dot_blocks::<DOT, 18, Q8_0_BYTES, 2>(q, yq, |b| iq4_nl_values(b), |s, xb, yb| {
-        (f16_at(yb, 0) * f16_at(xb, 0)) * s as f32
-    })
+    dot_blocks::<DOT, 18, Q8_0_BYTES, 2>(
+        q,
+        yq,
+        |b| iq4_nl_values(b),
+        |s, xb, yb| (f16_at(yb, 0) * f16_at(xb, 0)) * s as f32,
+    )
 }
 
 #[inline(always)]
 pub unsafe fn vec_dot_q8_0<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
-    dot_blocks::<DOT, Q8_0_BYTES, Q8_0_BYTES, 2>(q, yq, |b| [ld_s8(b, 2), ld_s8(b, 18)], |s, xb, yb| {
-        s as f32 * (f16_at(xb, 0) * f16_at(yb, 0))
-    })
+    dot_blocks::<DOT, Q8_0_BYTES, Q8_0_BYTES, 2>(
+        q,
+        yq,
+        |b| [ld_s8(b, 2), ld_s8(b, 18)],
+        |s, xb, yb| s as f32 * (f16_at(xb, 0) * f16_at(yb, 0)),
+    )
 }
 
 #[inline(always)]
 pub unsafe fn vec_dot_q4_1<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
-    dot_blocks::<DOT, 20, Q8_1_BYTES, 4>(q, yq, |b| q4_1_values(b), |s, xb, yb| {
-        (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32 + f16_at(xb, 2) * f16_at(yb, 2)
-    })
+    dot_blocks::<DOT, 20, Q8_1_BYTES, 4>(
+        q,
+        yq,
+        |b| q4_1_values(b),
+        |s, xb, yb| (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32 + f16_at(xb, 2) * f16_at(yb, 2),
+    )
 }
 
 #[inline(always)]
 pub unsafe fn vec_dot_q5_1<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
-    dot_blocks::<DOT, 24, Q8_1_BYTES, 4>(q, yq, |b| q5_1_values(b), |s, xb, yb| {
-        (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32 + f16_at(xb, 2) * f16_at(yb, 2)
-    })
+    dot_blocks::<DOT, 24, Q8_1_BYTES, 4>(
+        q,
+        yq,
+        |b| q5_1_values(b),
+        |s, xb, yb| (f16_at(xb, 0) * f16_at(yb, 0)) * s as f32 + f16_at(xb, 2) * f16_at(yb, 2),
+    )
 }

@@ -1,7 +1,7 @@
 //! The activation formats Q8_0, Q8_1 and Q8_K: quantizers byte-identical to the
-//! reference and dequantizers. FCVTAS rounds half away from zero and saturates exactly
-//! like Rust's `f32::round() as i8` chain does after the saturating narrows; Q8_K keeps
-//! ggml's 1.5*2^23 rounding trick and the truncating byte cast.
+//! reference and dequantizers. Q8_0/Q8_1 round half away from zero and model x86's
+//! truncating conversion like `common::trunc_x86`; Q8_K keeps ggml's 1.5*2^23 rounding
+//! trick; both keep the low byte.
 
 use std::arch::aarch64::*;
 
@@ -12,6 +12,16 @@ use crate::reference::q8_k::{BLOCK_BYTES as Q8K_BYTES, BSUMS, QS};
 use crate::types::QK_K;
 
 const QK: usize = 32;
+
+/// `common::trunc_x86(v.round())` on four lanes: FRINTA rounds half away from zero;
+/// NaN, infinities and values outside the i32 range become i32::MIN, as x86's
+/// truncating conversion (which the reference models) gives.
+#[inline(always)]
+unsafe fn round_away_trunc(v: float32x4_t) -> int32x4_t {
+    let r = vrndaq_f32(v);
+    let in_range = vcaltq_f32(r, vdupq_n_f32(2_147_483_648.0));
+    vbslq_s32(in_range, vcvtq_s32_f32(r), vdupq_n_s32(i32::MIN))
+}
 
 /// One 32-value block: (d, the 32 bytes as two vectors).
 #[inline(always)]
@@ -30,10 +40,11 @@ unsafe fn q8_block(x: &[f32; QK]) -> (f32, [int8x16_t; 2]) {
         return (d, out);
     }
     for (h, o) in out.iter_mut().enumerate() {
-        let r: [int32x4_t; 4] = std::array::from_fn(|k| vcvtaq_s32_f32(vmulq_n_f32(ld_f32(x, 16 * h + 4 * k), id)));
-        let a = vcombine_s16(vqmovn_s32(r[0]), vqmovn_s32(r[1]));
-        let b = vcombine_s16(vqmovn_s32(r[2]), vqmovn_s32(r[3]));
-        *o = vcombine_s8(vqmovn_s16(a), vqmovn_s16(b));
+        let r: [int32x4_t; 4] = std::array::from_fn(|k| round_away_trunc(vmulq_n_f32(ld_f32(x, 16 * h + 4 * k), id)));
+        // Truncating narrows: `as i8` keeps the low byte.
+        let a = vcombine_s16(vmovn_s32(r[0]), vmovn_s32(r[1]));
+        let b = vcombine_s16(vmovn_s32(r[2]), vmovn_s32(r[3]));
+        *o = vcombine_s8(vmovn_s16(a), vmovn_s16(b));
     }
     (d, out)
 }

@@ -119,7 +119,8 @@ pub unsafe fn vec_dot_f16(a: &[u8], b: &[u8]) -> f32 {
 pub unsafe fn vec_dot_bf16(a: &[u8], b: &[u8]) -> f32 {
     let n = a.len().min(b.len()) / 2;
     let main = n / 16 * 16;
-    let widen = |v: &[u8], i: usize| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16x8(v, 2 * i)), 16));
+    let widen =
+        |v: &[u8], i: usize| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16x8(v, 2 * i)), 16));
     let s = dot_f64(main, |i| widen(a, i), |i| widen(b, i));
     (s + tail(a, b, 2, main, n, |x| bf16_to_f32(u16::from_le_bytes([x[0], x[1]])))) as f32
 }

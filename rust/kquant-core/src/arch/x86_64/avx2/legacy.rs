@@ -46,11 +46,17 @@ unsafe fn q5_0_values(xb: &[u8; 22]) -> __m256i {
     _mm256_or_si256(nibbles32(load128(xb, 6)), high)
 }
 
+/// Five-bit unsigned levels: nibbles at `qs`, fifth bits in the u32 at `qh`.
+#[inline(always)]
+unsafe fn q5_unsigned<const B: usize>(xb: &[u8; B], qh: usize, qs: usize) -> __m256i {
+    let bits = u32::from_le_bytes([xb[qh], xb[qh + 1], xb[qh + 2], xb[qh + 3]]);
+    let high = _mm256_and_si256(bits_to_bytes32(bits), _mm256_set1_epi8(0x10));
+    _mm256_or_si256(nibbles32(load128(xb, qs)), high)
+}
+
 #[inline(always)]
 unsafe fn q5_1_values(xb: &[u8; 24]) -> __m256i {
-    let qh = u32::from_le_bytes([xb[4], xb[5], xb[6], xb[7]]);
-    let high = _mm256_and_si256(bits_to_bytes32(qh), _mm256_set1_epi8(0x10));
-    _mm256_or_si256(nibbles32(load128(xb, 8)), high)
+    q5_unsigned(xb, 4, 8)
 }
 
 #[inline(always)]
@@ -121,8 +127,11 @@ unsafe fn hsum4<const I16: bool>(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m2
 /// The f16 fields at `at` of four blocks, widened, in one vector.
 #[inline(always)]
 unsafe fn f16x4<const B: usize>(b: &[&[u8; B]; 4], at: usize) -> __m128 {
-    let h = |k: usize| i16::from_le_bytes([b[k][at], b[k][at + 1]]);
-    _mm_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), 0, 0, 0, 0))
+    // Assembled in a general register: the integer units are idle here, while four
+    // vector inserts would compete with the dot itself.
+    let h = |k: usize| u16::from_le_bytes([b[k][at], b[k][at + 1]]) as u64;
+    let packed = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+    _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64))
 }
 
 /// The block loop shared by the 32-value dots. `sums` gives a block's exact integer
@@ -168,7 +177,13 @@ pub unsafe fn vec_dot_q4_0(q: &[u8], yq: &[u8]) -> f32 {
     dot_blocks::<true, 18, Q8_0_BYTES>(
         q,
         yq,
-        |xb, yb| maddubs_signed(load256(yb, 2), q4_0_values(xb)),
+        // (nibble - 8) . y as nibble . y - 8 . y: two exact unsigned-by-signed
+        // products, one operation fewer than signing the offset levels.
+        |xb, yb| {
+            let y = load256(yb, 2);
+            let p = _mm256_maddubs_epi16(nibbles32(load128(xb, 2)), y);
+            _mm256_sub_epi16(p, _mm256_maddubs_epi16(_mm256_set1_epi8(8), y))
+        },
         |s, xb, yb| _mm_mul_ps(_mm_mul_ps(s, f16x4(xb, 0)), f16x4(yb, 0)),
     )
 }
@@ -178,7 +193,12 @@ pub unsafe fn vec_dot_q5_0(q: &[u8], yq: &[u8]) -> f32 {
     dot_blocks::<true, 22, Q8_0_BYTES>(
         q,
         yq,
-        |xb, yb| maddubs_signed(load256(yb, 2), q5_0_values(xb)),
+        // As Q4_0: unsigned levels, the offset of 16 as a second product.
+        |xb, yb| {
+            let y = load256(yb, 2);
+            let p = _mm256_maddubs_epi16(q5_unsigned(xb, 2, 6), y);
+            _mm256_sub_epi16(p, _mm256_maddubs_epi16(_mm256_set1_epi8(16), y))
+        },
         |s, xb, yb| _mm_mul_ps(_mm_mul_ps(f16x4(xb, 0), f16x4(yb, 0)), s),
     )
 }

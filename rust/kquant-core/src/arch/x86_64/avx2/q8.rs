@@ -1,6 +1,7 @@
 //! The activation formats Q8_0, Q8_1 and Q8_K: quantizers byte-identical to the
-//! reference (roundf ties away from zero for Q8_0/Q8_1, ggml's `nearest_int` ties to
-//! even for Q8_K) and dequantizers. The Q8_0 x Q8_0 dot lives with the other 32-value
+//! reference (roundf ties away from zero and x86's truncating conversion for Q8_0/Q8_1,
+//! ggml's `nearest_int` ties to even for Q8_K; both keep the low byte) and
+//! dequantizers. The Q8_0 x Q8_0 dot lives with the other 32-value
 //! dots in `legacy`.
 //!
 //! ggml's own AVX2 Q8_0 quantizer rounds ties to even and uses 127/amax as the inverse
@@ -33,56 +34,63 @@ unsafe fn abs_max32(x: &[f32; QK]) -> f32 {
     hmax_ps(m)
 }
 
-/// `(v).round() as i8` for 8 lanes, widened to i32: round half away from zero, then
-/// Rust's saturating float-to-int cast (NaN to 0, out of range to the i8 bounds).
+/// `trunc_x86(v.round())` for 8 lanes: round half away from zero, then x86's
+/// truncating conversion, which gives i32::MIN for NaN, infinities and anything out of
+/// the i32 range, exactly as `common::trunc_x86` defines it.
 #[inline(always)]
-unsafe fn round_away_sat_i8(v: __m256) -> __m256i {
+unsafe fn round_away_trunc(v: __m256) -> __m256i {
     let sign = _mm256_set1_ps(-0.0);
     let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     // v - trunc(v) is exact; its magnitude decides whether to step away from zero.
     let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
     let step = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0));
     let up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
-    let r = _mm256_add_ps(t, _mm256_and_ps(up, step));
-    let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
-    let r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
-    _mm256_cvttps_epi32(r)
+    _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)))
 }
 
-/// Four vectors of i32 in [-128, 127] to 32 bytes in order.
+/// The low bytes of four vectors of i32 (`as i8`), as 32 bytes in order.
 #[inline(always)]
-unsafe fn pack_i8(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m256i {
-    let ab = _mm256_packs_epi32(a, b);
-    let cd = _mm256_packs_epi32(c, d);
-    let v = _mm256_packs_epi16(ab, cd);
-    _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+unsafe fn low_bytes(v: [__m256i; 4]) -> __m256i {
+    let low = _mm256_set1_epi32(0xff);
+    let (a, b) = (_mm256_and_si256(v[0], low), _mm256_and_si256(v[1], low));
+    let (c, d) = (_mm256_and_si256(v[2], low), _mm256_and_si256(v[3], low));
+    // Every lane is in 0..=255, so the saturating packs only narrow.
+    let p = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// One 32-value block: (d, bytes, sum of the quantized values).
+/// Sum of 32 signed bytes (unsigned SAD of the bytes offset by 128).
 #[inline(always)]
-unsafe fn q8_block(x: &[f32; QK]) -> (f32, __m256i, __m256i) {
+unsafe fn sum_i8(v: __m256i) -> i32 {
+    let sad = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(i8::MIN)), _mm256_setzero_si256());
+    let s = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+    (_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1)) as i32 - 32 * 128
+}
+
+/// One 32-value block: (d, bytes).
+#[inline(always)]
+unsafe fn q8_block(x: &[f32; QK]) -> (f32, __m256i) {
     let amax = abs_max32(x);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     if id.is_infinite() {
         // d is subnormal: every x*id is +-inf or NaN, which the reference's x86-style
         // float-to-int conversion turns into the byte 0 (see `common::trunc_x86`)
-        return (d, _mm256_setzero_si256(), _mm256_setzero_si256());
+        return (d, _mm256_setzero_si256());
     }
     let idv = _mm256_set1_ps(id);
-    let i0 = round_away_sat_i8(_mm256_mul_ps(loadps(x, 0), idv));
-    let i1 = round_away_sat_i8(_mm256_mul_ps(loadps(x, 8), idv));
-    let i2 = round_away_sat_i8(_mm256_mul_ps(loadps(x, 16), idv));
-    let i3 = round_away_sat_i8(_mm256_mul_ps(loadps(x, 24), idv));
-    let sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
-    (d, pack_i8(i0, i1, i2, i3), sum)
+    let r0 = round_away_trunc(_mm256_mul_ps(loadps(x, 0), idv));
+    let r1 = round_away_trunc(_mm256_mul_ps(loadps(x, 8), idv));
+    let r2 = round_away_trunc(_mm256_mul_ps(loadps(x, 16), idv));
+    let r3 = round_away_trunc(_mm256_mul_ps(loadps(x, 24), idv));
+    (d, low_bytes([r0, r1, r2, r3]))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_q8_0(x: &[f32], q: &mut [u8]) {
     for (xb, qb) in x.chunks_exact(QK).zip(q.chunks_exact_mut(Q8_0_BYTES)) {
         let qb = block_mut::<Q8_0_BYTES>(qb);
-        let (d, bytes, _) = q8_block(floats(xb));
+        let (d, bytes) = q8_block(floats(xb));
         qb[0..2].copy_from_slice(&f16_bits(d).to_le_bytes());
         store256(qb, 2, bytes);
     }
@@ -92,8 +100,8 @@ pub unsafe fn quantize_q8_0(x: &[f32], q: &mut [u8]) {
 pub unsafe fn quantize_q8_1(x: &[f32], q: &mut [u8]) {
     for (xb, qb) in x.chunks_exact(QK).zip(q.chunks_exact_mut(Q8_1_BYTES)) {
         let qb = block_mut::<Q8_1_BYTES>(qb);
-        let (d, bytes, sum) = q8_block(floats(xb));
-        let s = hsum_epi32(sum) as f32 * d;
+        let (d, bytes) = q8_block(floats(xb));
+        let s = sum_i8(bytes) as f32 * d;
         qb[0..2].copy_from_slice(&f16_bits(d).to_le_bytes());
         qb[2..4].copy_from_slice(&f16_bits(s).to_le_bytes());
         store256(qb, 4, bytes);
@@ -145,10 +153,8 @@ pub unsafe fn quantize_q8_k(x: &[f32], q: &mut [u8]) {
             }
             let lo = _mm256_packus_epi32(v[0], v[1]);
             let hi = _mm256_packus_epi32(v[2], v[3]);
-            let bytes = _mm256_permutevar8x32_epi32(
-                _mm256_packus_epi16(lo, hi),
-                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-            );
+            let bytes =
+                _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             store256(qb, QS + 32 * g, bytes);
             // Signed byte sums via unsigned SAD of the bytes offset by 128.
             let sad = _mm256_sad_epu8(_mm256_xor_si256(bytes, flip), _mm256_setzero_si256());
