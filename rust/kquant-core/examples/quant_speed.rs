@@ -39,18 +39,24 @@ fn main() {
     let x: Vec<f32> = (0..N * ROWS).map(|_| (unit() + unit() + unit() + unit() - 2.0) * 0.05).collect();
     let imat: Vec<f32> = (0..N).map(|_| 0.01 + unit() * unit() * 4.0).collect();
     let best = Variant::best(dispatch::detect());
-    // QS_CYCLES=simd|ref: only run that side, 200 passes, for `perf stat`
+    // QS_CYCLES=simd|ref: only run that side, QS_PASSES (200) passes over the rows,
+    // to time with `perf stat -e task-clock` on a busy machine
     if let Ok(side) = std::env::var("QS_CYCLES") {
         let imat_on = std::env::var("QS_IMAT").is_ok();
         for t in QuantType::ALL {
             if !only.contains(&t.name().to_string()) {
                 continue;
             }
-            let k = if side == "ref" { reference::kernels(t).map(|r| r.quantize) } else { dispatch::kernels_for_variant(best, t).ok().map(|k| k.quantize) };
+            let k = if side == "ref" {
+                reference::kernels(t).map(|r| r.quantize)
+            } else {
+                dispatch::kernels_for_variant(best, t).ok().map(|k| k.quantize)
+            };
             let f = k.unwrap();
             let rb = t.row_size(N).unwrap();
             let mut q = vec![0u8; rb * ROWS];
-            for _ in 0..200 {
+            let passes: usize = std::env::var("QS_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+            for _ in 0..passes {
                 for (xr, qr) in x.chunks_exact(N).zip(q.chunks_exact_mut(rb)) {
                     f(std::hint::black_box(xr), qr, imat_on.then_some(&imat[..]));
                 }
@@ -75,7 +81,7 @@ fn main() {
             let w = with_imat.then_some(&imat[..]);
             let mut qa = vec![0u8; rb * ROWS];
             let mut qb = vec![0u8; rb * ROWS];
-            let mut run = |f: reference::QuantizeFn, q: &mut [u8]| {
+            let run = |f: reference::QuantizeFn, q: &mut [u8]| {
                 best_secs(|| {
                     for (xr, qr) in x.chunks_exact(N).zip(q.chunks_exact_mut(rb)) {
                         f(std::hint::black_box(xr), qr, w);

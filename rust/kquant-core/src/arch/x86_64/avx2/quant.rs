@@ -8,6 +8,9 @@
 //! SIMD lane, each lane repeating the scalar code's operations in its order, and from
 //! vectorizing the per-value maps (re-rounding against stored scales, packing).
 
+// Lanes, groups and values are all addressed by index, as in the reference.
+#![allow(clippy::needless_range_loop)]
+
 mod kquants;
 mod lanes;
 mod legacy;

@@ -204,12 +204,7 @@ unsafe fn k45_blocks<const K: usize>(x: &[f32], qw: Option<&[f32]>, q: &mut [u8]
             None => k45_header_ref(&scales, &mins, qb),
             Some(_) => k45_header_weighted(&scales, &mins, &lanes(sw[k]), qb, q5),
         }
-        let l = k45_levels(
-            xb,
-            qb,
-            nmax,
-            (&lanes(fit.lev_iscale[k]), &lanes(fit.lev_min[k]), &lanes(fit.zero[k])),
-        );
+        let l = k45_levels(xb, qb, nmax, (&lanes(fit.lev_iscale[k]), &lanes(fit.lev_min[k]), &lanes(fit.zero[k])));
         if q5 {
             k5_pack(&l, qb);
         } else {
@@ -331,7 +326,6 @@ pub unsafe fn quantize_q6_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     }
 }
 
-
 /// Packs four vectors of 2-bit values (each 32 levels in value order) into one: level
 /// `i` of vector `p` goes to bits `2p..2p+2` of byte `i`.
 #[inline(always)]
@@ -341,7 +335,6 @@ unsafe fn pack_2bit(v: [I; 4]) -> I {
         _mm256_or_si256(_mm256_slli_epi16::<4>(v[2]), _mm256_slli_epi16::<6>(v[3])),
     )
 }
-
 
 // ---------------------------------------------------------------------------------
 // Q3_K

@@ -488,10 +488,8 @@ pub unsafe fn q3_search<const N: usize, const K: usize>(x: &[[V; K]; N], nmax: i
                 let slx2 = add(slx, mul(wx[i][k], new_l));
                 let sl22 = add(sl2, mul(mul(w[i][k], new_l), new_l));
                 let better = gt(mul(mul(slx2, slx2), suml2[k]), mul(mul(sumlx[k], sumlx[k]), sl22));
-                let take = and(
-                    and(gt(slx, zero()), _mm256_cmp_ps::<_CMP_NEQ_OQ>(new_l, cur)),
-                    and(gt(sl22, zero()), better),
-                );
+                let take =
+                    and(and(gt(slx, zero()), _mm256_cmp_ps::<_CMP_NEQ_OQ>(new_l, cur)), and(gt(sl22, zero()), better));
                 l[i][k] = sel(take, new_l, cur);
                 sumlx[k] = sel(take, slx2, sumlx[k]);
                 suml2[k] = sel(take, sl22, suml2[k]);

@@ -38,7 +38,7 @@ unsafe fn signed_absmax32(xb: &[f32], v: &[V; 4]) -> f32 {
         m = _mm256_max_ps(abs(*vc), m);
     }
     let amax = hmax(m);
-    if !(amax > 0.0) {
+    if amax <= 0.0 {
         return 0.0;
     }
     let a = set(amax);
@@ -192,7 +192,14 @@ impl Search {
 /// Eight blocks per lane set, `K` sets: `x` and `w` hold `256 * K` values (padded),
 /// `q` the bytes of the first `nreal` blocks.
 #[inline(always)]
-unsafe fn search_chunk<const K: usize>(x: &[f32], w: Option<&[f32]>, q: &mut [u8], nreal: usize, s: Search, sigma2: f32) {
+unsafe fn search_chunk<const K: usize>(
+    x: &[f32],
+    w: Option<&[f32]>,
+    q: &mut [u8],
+    nreal: usize,
+    s: Search,
+    sigma2: f32,
+) {
     let xt = load_groups::<QK, K>(x, QK);
     let mut wt = [[zero(); K]; QK];
     match (s, w) {

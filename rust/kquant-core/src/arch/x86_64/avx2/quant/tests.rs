@@ -3,6 +3,9 @@
 //! sub-blocks that are zero, constant, one-signed, tiny, subnormal or huge, values on
 //! exact ties, spikes, importance weights with zeros and extreme ranges.
 
+// `!(v < m)` is the point: true for NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use super::lanes::IQ4_MIDS;
 use crate::reference::{self, iq4};
 use crate::types::QuantType;
