@@ -310,7 +310,8 @@ unsafe fn search_row(x: &[f32], w: Option<&[f32]>, q: &mut [u8], s: Search) {
     let nb = (x.len() / QK).min(q.len() / bytes);
     let sigma2 = match (s, w) {
         (Search::Iq4Nl, _) | (_, None) => 0.0,
-        _ => row_sigma2(&x[..nb * QK]),
+        // the whole row, as the reference (ops hands over whole blocks)
+        _ => row_sigma2(x),
     };
     let mut b = 0;
     while b + 16 <= nb {
