@@ -13,10 +13,33 @@
 
 mod kquants;
 mod lanes;
+mod v8;
 mod legacy;
 
-pub(super) use kquants::*;
-pub(super) use legacy::*;
+/// The entry points: the shared code compiled with AVX2 (and FMA/F16C, which it does
+/// not use: no multiply-add may be fused).
+macro_rules! entries {
+    ($($name:ident = $imp:path;)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $name(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+            $imp(x, q, imat)
+        }
+    )*};
+}
+
+entries! {
+    quantize_q2_k = kquants::quantize_q2_k;
+    quantize_q3_k = kquants::quantize_q3_k;
+    quantize_q4_k = kquants::quantize_q4_k;
+    quantize_q5_k = kquants::quantize_q5_k;
+    quantize_q6_k = kquants::quantize_q6_k;
+    quantize_iq4_xs = kquants::quantize_iq4_xs;
+    quantize_iq4_nl = legacy::quantize_iq4_nl;
+    quantize_q4_0 = legacy::quantize_q4_0;
+    quantize_q4_1 = legacy::quantize_q4_1;
+    quantize_q5_0 = legacy::quantize_q5_0;
+    quantize_q5_1 = legacy::quantize_q5_1;
+}
 
 #[cfg(test)]
 mod tests;

@@ -3,9 +3,8 @@
 //! packing of the header) are the reference's scalar code; re-rounding against the
 //! stored scales and the bit packing are vectorized per value.
 
-use std::arch::x86_64::*;
-
 use super::lanes::*;
+use super::v8::*;
 use crate::reference::common::{make_qx_quants, nearest_int, read_f16, write_f16, RmseWeight, GROUP_MAX_EPS};
 use crate::reference::q4_k::{pack_scales_mins, scale_min, WEIGHTED_STEPS};
 use crate::reference::search::{make_qp_quants, ScaleSteps};
@@ -28,11 +27,6 @@ macro_rules! by_pairs {
             $f::<1>(&x[r.clone()], imat.map(|w| &w[r]), &mut q[$bytes * i..$bytes * (i + 1)] $(, $extra)*);
         }
     }};
-}
-
-#[inline(always)]
-unsafe fn seti8(v: i8) -> I {
-    _mm256_set1_epi8(v)
 }
 
 /// `clamp(nearest_int(v), lo, hi)`.
@@ -113,16 +107,16 @@ fn k45_header_weighted(scales: &[f32; 8], mins: &[f32; 8], sw: &[f32; 8], qb: &m
 /// each, re-rounded against the stored scales (the reference's `requantize`); a
 /// sub-block whose stored scale is zero keeps its search levels.
 #[inline(always)]
-unsafe fn k45_levels(xb: &[f32], qb: &[u8], nmax: i32, fit: (&[f32; 8], &[f32; 8], &[f32; 8])) -> [I; 8] {
+unsafe fn k45_levels(xb: &[f32], qb: &[u8], nmax: i32, fit: (&[f32; 8], &[f32; 8], &[f32; 8])) -> [B; 8] {
     let (lev_iscale, lev_min, zero_lanes) = fit;
     let d_all = read_f16(qb, 0);
     let m_all = read_f16(qb, 2);
-    let mut out = [_mm256_setzero_si256(); 8];
+    let mut out = [zerob(); 8];
     for (j, o) in out.iter_mut().enumerate() {
         let (sc, m) = scale_min(&qb[4..16], j);
         let d = d_all * sc as f32;
         let xs = &xb[32 * j..32 * j + 32];
-        let mut v = [_mm256_setzero_si256(); 4];
+        let mut v = [zeroi(); 4];
         if d == 0.0 {
             if !lane_set(zero_lanes, j) {
                 let (is, mn) = (set(lev_iscale[j]), set(lev_min[j]));
@@ -142,27 +136,27 @@ unsafe fn k45_levels(xb: &[f32], qb: &[u8], nmax: i32, fit: (&[f32; 8], &[f32; 8
 }
 
 #[inline(always)]
-unsafe fn k4_pack(l: &[I; 8], qb: &mut [u8]) {
+unsafe fn k4_pack(l: &[B; 8], qb: &mut [u8]) {
     for c in 0..4 {
-        let b = _mm256_or_si256(l[2 * c], _mm256_slli_epi16::<4>(l[2 * c + 1]));
-        _mm256_storeu_si256(qb.as_mut_ptr().add(16 + 32 * c).cast(), b);
+        let b = orb(l[2 * c], shlb::<4>(l[2 * c + 1]));
+        storeb(qb, 16 + 32 * c, b);
     }
 }
 
 #[inline(always)]
-unsafe fn k5_pack(l: &[I; 8], qb: &mut [u8]) {
-    let low = seti8(0x0f);
-    let mut qh = _mm256_setzero_si256();
+unsafe fn k5_pack(l: &[B; 8], qb: &mut [u8]) {
+    let low = splatb(0x0f);
+    let mut qh = zerob();
     for (s, &ls) in l.iter().enumerate() {
-        let hi = _mm256_cmpgt_epi8(ls, seti8(15));
-        qh = _mm256_or_si256(qh, _mm256_and_si256(hi, seti8((1u8 << s) as i8)));
+        let hi = gtb(ls, splatb(15));
+        qh = orb(qh, andb(hi, splatb(1u8 << s)));
     }
-    _mm256_storeu_si256(qb.as_mut_ptr().add(16).cast(), qh);
+    storeb(qb, 16, qh);
     for c in 0..4 {
-        let a = _mm256_and_si256(l[2 * c], low);
-        let b = _mm256_and_si256(l[2 * c + 1], low);
-        let v = _mm256_or_si256(a, _mm256_slli_epi16::<4>(b));
-        _mm256_storeu_si256(qb.as_mut_ptr().add(48 + 32 * c).cast(), v);
+        let a = andb(l[2 * c], low);
+        let b = andb(l[2 * c + 1], low);
+        let v = orb(a, shlb::<4>(b));
+        storeb(qb, 48 + 32 * c, v);
     }
 }
 
@@ -176,7 +170,7 @@ unsafe fn k45_blocks<const K: usize>(x: &[f32], qw: Option<&[f32]>, q: &mut [u8]
         None => {
             let s2 = sum_sq(&xt);
             for k in 0..K {
-                let av = _mm256_sqrt_ps(div(s2[k], set(32.0)));
+                let av = sqrt(div(s2[k], set(32.0)));
                 for wi in w.iter_mut().zip(&xt) {
                     wi.0[k] = add(av, abs(wi.1[k]));
                 }
@@ -189,7 +183,7 @@ unsafe fn k45_blocks<const K: usize>(x: &[f32], qw: Option<&[f32]>, q: &mut [u8]
             for k in 0..K {
                 let sigma2 = set(2.0 * s2[k] / QK_K as f32);
                 for i in 0..32 {
-                    w[i][k] = mul(qt[i][k], _mm256_sqrt_ps(add(sigma2, mul(xt[i][k], xt[i][k]))));
+                    w[i][k] = mul(qt[i][k], sqrt(add(sigma2, mul(xt[i][k], xt[i][k]))));
                 }
             }
             sw = sum(&w);
@@ -223,12 +217,12 @@ unsafe fn k5_blocks<const K: usize>(x: &[f32], qw: Option<&[f32]>, q: &mut [u8])
     k45_blocks::<K>(x, qw, q, K5_BYTES, true)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q4_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     by_pairs!(x, q, imat, K4_BYTES, k4_blocks)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q5_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     by_pairs!(x, q, imat, K5_BYTES, k5_blocks)
 }
@@ -242,29 +236,29 @@ const K6_D: usize = 208;
 
 /// Bits 4-5 of each byte.
 #[inline(always)]
-unsafe fn hb(a: I) -> I {
-    _mm256_and_si256(_mm256_srli_epi16::<4>(a), seti8(0x03))
+unsafe fn hb(a: B) -> B {
+    andb(shrb::<4>(a), splatb(0x03))
 }
 
 /// Packs the 256 levels (0..=63, 32 per vector in value order) of a Q6_K block.
 #[inline(always)]
-unsafe fn k6_pack(l: &[I; 8], qb: &mut [u8]) {
-    let low = seti8(0x0f);
+unsafe fn k6_pack(l: &[B; 8], qb: &mut [u8]) {
+    let low = splatb(0x0f);
     for h in 0..2 {
         let v = [l[4 * h], l[4 * h + 1], l[4 * h + 2], l[4 * h + 3]];
-        let ql0 = _mm256_or_si256(_mm256_and_si256(v[0], low), _mm256_slli_epi16::<4>(_mm256_and_si256(v[2], low)));
-        let ql1 = _mm256_or_si256(_mm256_and_si256(v[1], low), _mm256_slli_epi16::<4>(_mm256_and_si256(v[3], low)));
-        let qh = _mm256_or_si256(
-            _mm256_or_si256(hb(v[0]), _mm256_slli_epi16::<2>(hb(v[1]))),
-            _mm256_or_si256(_mm256_slli_epi16::<4>(hb(v[2])), _mm256_slli_epi16::<6>(hb(v[3]))),
+        let ql0 = orb(andb(v[0], low), shlb::<4>(andb(v[2], low)));
+        let ql1 = orb(andb(v[1], low), shlb::<4>(andb(v[3], low)));
+        let qh = orb(
+            orb(hb(v[0]), shlb::<2>(hb(v[1]))),
+            orb(shlb::<4>(hb(v[2])), shlb::<6>(hb(v[3]))),
         );
-        _mm256_storeu_si256(qb.as_mut_ptr().add(64 * h).cast(), ql0);
-        _mm256_storeu_si256(qb.as_mut_ptr().add(64 * h + 32).cast(), ql1);
-        _mm256_storeu_si256(qb.as_mut_ptr().add(128 + 32 * h).cast(), qh);
+        storeb(qb, 64 * h, ql0);
+        storeb(qb, 64 * h + 32, ql1);
+        storeb(qb, 128 + 32 * h, qh);
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q6_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     for (k, (xb, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(K6_BYTES)).enumerate() {
         let xt = load_groups::<16, 2>(xb, 16);
@@ -302,21 +296,21 @@ pub unsafe fn quantize_q6_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let lev_iscale: [f32; 16] = to_groups(&fit.lev_iscale);
         let zero_lanes: [f32; 16] = to_groups(&fit.zero);
         let d_all = read_f16(qb, K6_D);
-        let mut l = [_mm256_setzero_si256(); 8];
+        let mut l = [zerob(); 8];
         for (c, lc) in l.iter_mut().enumerate() {
-            let mut v = [_mm256_setzero_si256(); 4];
+            let mut v = [zeroi(); 4];
             for g in 0..2 {
                 let j = 2 * c + g;
                 let d = d_all * (qb[K6_SCALES + j] as i8) as f32;
                 let xs = &xb[16 * j..16 * j + 16];
                 for h in 0..2 {
                     v[2 * g + h] = if d != 0.0 {
-                        _mm256_add_epi32(round_clamp(div(loadx(xs, 8 * h), set(d)), -32, 31), seti(32))
+                        addi(round_clamp(div(loadx(xs, 8 * h), set(d)), -32, 31), seti(32))
                     } else if zero_lanes[j].to_bits() != 0 {
-                        _mm256_setzero_si256()
+                        zeroi()
                     } else {
                         let li = round_clamp(mul(set(lev_iscale[j]), loadx(xs, 8 * h)), -32, 31);
-                        _mm256_add_epi32(li, seti(32))
+                        addi(li, seti(32))
                     };
                 }
             }
@@ -329,10 +323,10 @@ pub unsafe fn quantize_q6_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
 /// Packs four vectors of 2-bit values (each 32 levels in value order) into one: level
 /// `i` of vector `p` goes to bits `2p..2p+2` of byte `i`.
 #[inline(always)]
-unsafe fn pack_2bit(v: [I; 4]) -> I {
-    _mm256_or_si256(
-        _mm256_or_si256(v[0], _mm256_slli_epi16::<2>(v[1])),
-        _mm256_or_si256(_mm256_slli_epi16::<4>(v[2]), _mm256_slli_epi16::<6>(v[3])),
+unsafe fn pack_2bit(v: [B; 4]) -> B {
+    orb(
+        orb(v[0], shlb::<2>(v[1])),
+        orb(shlb::<4>(v[2]), shlb::<6>(v[3])),
     )
 }
 
@@ -364,9 +358,9 @@ fn k3_pack_scales(qb: &mut [u8], codes: &[u8; 16]) {
 unsafe fn k3_finish(xb: &[f32], qb: &mut [u8], search: impl Fn(usize, usize) -> I) {
     let d_all = read_f16(qb, K3_D);
     let sc = crate::arch::q3k_scales(qb[K3_SCALES..K3_SCALES + 12].try_into().unwrap());
-    let mut l = [_mm256_setzero_si256(); 8];
+    let mut l = [zerob(); 8];
     for (c, lc) in l.iter_mut().enumerate() {
-        let mut v = [_mm256_setzero_si256(); 4];
+        let mut v = [zeroi(); 4];
         for g in 0..2 {
             let j = 2 * c + g;
             let d = d_all * sc[j] as f32;
@@ -375,23 +369,23 @@ unsafe fn k3_finish(xb: &[f32], qb: &mut [u8], search: impl Fn(usize, usize) -> 
                     search(j, h)
                 } else {
                     let q = round_clamp(div(loadx(xb, 16 * j + 8 * h), set(d)), -4, 3);
-                    _mm256_add_epi32(q, seti(4))
+                    addi(q, seti(4))
                 };
             }
         }
         *lc = pack_u8(v[0], v[1], v[2], v[3]);
     }
-    let mut hm = _mm256_setzero_si256();
-    let mut low = [_mm256_setzero_si256(); 8];
+    let mut hm = zerob();
+    let mut low = [zerob(); 8];
     for c in 0..8 {
-        let hi = _mm256_cmpgt_epi8(l[c], seti8(3));
-        hm = _mm256_or_si256(hm, _mm256_and_si256(hi, seti8((1u8 << c) as i8)));
-        low[c] = _mm256_and_si256(l[c], seti8(3));
+        let hi = gtb(l[c], splatb(3));
+        hm = orb(hm, andb(hi, splatb(1u8 << c)));
+        low[c] = andb(l[c], splatb(3));
     }
-    _mm256_storeu_si256(qb.as_mut_ptr().cast(), hm);
+    storeb(qb, 0, hm);
     for h in 0..2 {
         let v = pack_2bit([low[4 * h], low[4 * h + 1], low[4 * h + 2], low[4 * h + 3]]);
-        _mm256_storeu_si256(qb.as_mut_ptr().add(K3_QS + 32 * h).cast(), v);
+        storeb(qb, K3_QS + 32 * h, v);
     }
 }
 
@@ -403,7 +397,7 @@ unsafe fn gather_lane<const K: usize>(t: &[[V; K]; 16], j: usize, h: usize) -> I
     for (e, o) in a.iter_mut().enumerate() {
         *o = lanes(t[8 * h + e][j / 8])[j % 8] as i32;
     }
-    _mm256_loadu_si256(a.as_ptr().cast())
+    from_i32s(a)
 }
 
 /// `quantize_block_ref` of Q3_K for `NB` consecutive super-blocks (`K = 2 * NB`).
@@ -440,7 +434,7 @@ unsafe fn k3_ref_blocks<const NB: usize, const K: usize>(x: &[f32], q: &mut [u8]
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q3_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     if imat.is_none() {
         // (more super-blocks side by side measured no faster: the passes are bound
@@ -460,7 +454,7 @@ pub unsafe fn quantize_q3_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
                 let mut wt = [[zero(); 2]; 16];
                 for i in 0..16 {
                     for s in 0..2 {
-                        wt[i][s] = mul(qw[i][s], _mm256_sqrt_ps(add(sigma2, mul(xt[i][s], xt[i][s]))));
+                        wt[i][s] = mul(qw[i][s], sqrt(add(sigma2, mul(xt[i][s], xt[i][s]))));
                     }
                 }
                 let sw: [f32; 16] = to_groups(&sum(&wt));
@@ -475,10 +469,10 @@ pub unsafe fn quantize_q3_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
                 let zero_lanes: [f32; 16] = to_groups(&fit.zero);
                 k3_finish(xb, qb, |j, h| {
                     if zero_lanes[j].to_bits() != 0 {
-                        _mm256_setzero_si256()
+                        zeroi()
                     } else {
                         let q = round_clamp(mul(set(lev_iscale[j]), loadx(xb, 16 * j + 8 * h)), -4, 3);
-                        _mm256_add_epi32(q, seti(4))
+                        addi(q, seti(4))
                     }
                 });
             }
@@ -495,7 +489,7 @@ const K2_D: usize = 80;
 const K2_DMIN: usize = 82;
 const K2_REF_STEPS: ScaleSteps = ScaleSteps { rmin: -0.5, rdelta: 0.1, nstep: 15 };
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q2_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     for (k, (xb, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(K2_BYTES)).enumerate() {
         let xt = load_groups::<16, 2>(xb, 16);
@@ -546,7 +540,7 @@ pub unsafe fn quantize_q2_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
                 let sigma2 = set(block_sum_sq::<1>(xb)[0] / QK_K as f32);
                 for i in 0..16 {
                     for s in 0..2 {
-                        wt[i][s] = mul(qw[i][s], _mm256_sqrt_ps(add(sigma2, mul(xt[i][s], xt[i][s]))));
+                        wt[i][s] = mul(qw[i][s], sqrt(add(sigma2, mul(xt[i][s], xt[i][s]))));
                     }
                 }
                 let sw: [f32; 16] = to_groups(&sum(&wt));
@@ -576,9 +570,9 @@ unsafe fn k2_finish(xb: &[f32], qb: &mut [u8], fit: &AsymFit<2>) {
     let lev_iscale: [f32; 16] = to_groups(&fit.lev_iscale);
     let lev_min: [f32; 16] = to_groups(&fit.lev_min);
     let zero_lanes: [f32; 16] = to_groups(&fit.zero);
-    let mut l = [_mm256_setzero_si256(); 8];
+    let mut l = [zerob(); 8];
     for (c, lc) in l.iter_mut().enumerate() {
-        let mut v = [_mm256_setzero_si256(); 4];
+        let mut v = [zeroi(); 4];
         for g in 0..2 {
             let j = 2 * c + g;
             let sc = qb[j];
@@ -589,7 +583,7 @@ unsafe fn k2_finish(xb: &[f32], qb: &mut [u8], fit: &AsymFit<2>) {
                     let m = set(m_all * (sc >> 4) as f32);
                     round_clamp(div(add(xv, m), set(d)), 0, 3)
                 } else if zero_lanes[j].to_bits() != 0 {
-                    _mm256_setzero_si256()
+                    zeroi()
                 } else {
                     round_clamp(mul(set(lev_iscale[j]), sub(xv, set(lev_min[j]))), 0, 3)
                 };
@@ -599,7 +593,7 @@ unsafe fn k2_finish(xb: &[f32], qb: &mut [u8], fit: &AsymFit<2>) {
     }
     for h in 0..2 {
         let v = pack_2bit([l[4 * h], l[4 * h + 1], l[4 * h + 2], l[4 * h + 3]]);
-        _mm256_storeu_si256(qb.as_mut_ptr().add(K2_QS + 32 * h).cast(), v);
+        storeb(qb, K2_QS + 32 * h, v);
     }
 }
 
@@ -611,18 +605,15 @@ const XS_BYTES: usize = 136;
 /// 32 indices (i32, four vectors in value order) to the 16 bytes of an IQ4 sub-block:
 /// byte `j` holds index `j` low and index `j + 16` high.
 #[inline(always)]
-unsafe fn iq4_pack16(v: [I; 4]) -> __m128i {
-    let b = pack_u8(v[0], v[1], v[2], v[3]);
-    let lo = _mm256_castsi256_si128(b);
-    let hi = _mm256_extracti128_si256::<1>(b);
-    _mm_or_si128(lo, _mm_slli_epi16::<4>(hi))
+unsafe fn iq4_pack16(v: [I; 4]) -> H {
+    nibbles16(pack_u8(v[0], v[1], v[2], v[3]))
 }
 
 /// The 16 bytes of indices of 32 values `xs` scaled by `id`.
 #[inline(always)]
-pub(super) unsafe fn iq4_indices(xs: &[f32], id: f32) -> __m128i {
+pub(super) unsafe fn iq4_indices(xs: &[f32], id: f32) -> H {
     let idv = set(id);
-    let mut v = [_mm256_setzero_si256(); 4];
+    let mut v = [zeroi(); 4];
     for (c, vc) in v.iter_mut().enumerate() {
         *vc = iq4_index(mul(idv, loadx(xs, 8 * c)));
     }
@@ -647,7 +638,7 @@ unsafe fn xs_blocks<const K: usize>(x: &[f32], qw: Option<&[f32]>, q: &mut [u8])
             for k in 0..K {
                 let sigma2 = set(s2[k] * (2.0f32 / QK_K as f32));
                 for i in 0..32 {
-                    w[i][k] = mul(qt[i][k], _mm256_sqrt_ps(add(sigma2, mul(xt[i][k], xt[i][k]))));
+                    w[i][k] = mul(qt[i][k], sqrt(add(sigma2, mul(xt[i][k], xt[i][k]))));
                 }
             }
         }
@@ -675,7 +666,7 @@ unsafe fn xs_blocks<const K: usize>(x: &[f32], qw: Option<&[f32]>, q: &mut [u8])
             let dl = d * l as f32;
             let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
             let v = iq4_indices(&xb[32 * ib..32 * ib + 32], idl);
-            _mm_storeu_si128(qb.as_mut_ptr().add(8 + 16 * ib).cast(), v);
+            storeh(qb, 8 + 16 * ib, v);
             let l = (l + 32) as u8;
             scales_l[ib / 2] |= (l & 0xf) << (4 * (ib % 2));
             scales_h |= ((l >> 4) as u16) << (2 * ib);
@@ -685,7 +676,7 @@ unsafe fn xs_blocks<const K: usize>(x: &[f32], qw: Option<&[f32]>, q: &mut [u8])
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_iq4_xs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     by_pairs!(x, q, imat, XS_BYTES, xs_blocks)
 }

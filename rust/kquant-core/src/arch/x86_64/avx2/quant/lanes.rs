@@ -12,154 +12,13 @@
 //! `K` vectors of groups run side by side only to overlap the long chains of
 //! dependent adds; they share nothing.
 
-use std::arch::x86_64::*;
+//! The searches use only the eight-lane primitives of `v8`, so that one source serves
+//! every instruction set that provides them.
 
+use super::v8::*;
 use crate::reference::common::GROUP_MAX_EPS;
 use crate::reference::iq4::KVALUES;
 use crate::reference::search::ScaleSteps;
-
-pub(super) type V = __m256;
-pub(super) type I = __m256i;
-
-#[inline(always)]
-pub unsafe fn set(v: f32) -> V {
-    _mm256_set1_ps(v)
-}
-#[inline(always)]
-pub unsafe fn seti(v: i32) -> I {
-    _mm256_set1_epi32(v)
-}
-#[inline(always)]
-pub unsafe fn zero() -> V {
-    _mm256_setzero_ps()
-}
-#[inline(always)]
-pub unsafe fn add(a: V, b: V) -> V {
-    _mm256_add_ps(a, b)
-}
-#[inline(always)]
-pub unsafe fn sub(a: V, b: V) -> V {
-    _mm256_sub_ps(a, b)
-}
-#[inline(always)]
-pub unsafe fn mul(a: V, b: V) -> V {
-    _mm256_mul_ps(a, b)
-}
-#[inline(always)]
-pub unsafe fn div(a: V, b: V) -> V {
-    _mm256_div_ps(a, b)
-}
-/// `a > b`, false when either is NaN (Rust's `>`).
-#[inline(always)]
-pub unsafe fn gt(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)
-}
-#[inline(always)]
-pub unsafe fn lt(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)
-}
-#[inline(always)]
-pub unsafe fn and(a: V, b: V) -> V {
-    _mm256_and_ps(a, b)
-}
-#[inline(always)]
-pub unsafe fn or(a: V, b: V) -> V {
-    _mm256_or_ps(a, b)
-}
-/// `if mask { yes } else { no }` per lane (the mask is all ones or all zeros).
-#[inline(always)]
-pub unsafe fn sel(mask: V, yes: V, no: V) -> V {
-    _mm256_blendv_ps(no, yes, mask)
-}
-#[inline(always)]
-pub unsafe fn abs(a: V) -> V {
-    _mm256_andnot_ps(set(-0.0), a)
-}
-/// Rust's unary minus: flips the sign bit, NaN included.
-#[inline(always)]
-pub unsafe fn neg(a: V) -> V {
-    _mm256_xor_ps(a, set(-0.0))
-}
-#[inline(always)]
-pub unsafe fn any(mask: V) -> bool {
-    _mm256_movemask_ps(mask) != 0
-}
-
-/// `common::nearest_int` in eight lanes, bit for bit (the same magic-number add; the
-/// low mantissa bits are the result for every input, NaN and overflow included).
-#[inline(always)]
-pub unsafe fn nearest(v: V) -> I {
-    let r = _mm256_castps_si256(add(v, set(12_582_912.0)));
-    _mm256_sub_epi32(_mm256_and_si256(r, seti(0x007f_ffff)), seti(0x0040_0000))
-}
-
-#[inline(always)]
-pub unsafe fn clampi(q: I, lo: i32, hi: i32) -> I {
-    _mm256_min_epi32(_mm256_max_epi32(q, seti(lo)), seti(hi))
-}
-
-#[inline(always)]
-pub unsafe fn tof(q: I) -> V {
-    _mm256_cvtepi32_ps(q)
-}
-
-/// Rows `r[j]` (8 floats each) to columns: `out[i]` lane `j` is `r[j]` lane `i`.
-#[inline(always)]
-pub unsafe fn transpose8(r: [V; 8]) -> [V; 8] {
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let s1 = _mm256_shuffle_ps::<0xee>(t0, t2);
-    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let s3 = _mm256_shuffle_ps::<0xee>(t1, t3);
-    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let s5 = _mm256_shuffle_ps::<0xee>(t4, t6);
-    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let s7 = _mm256_shuffle_ps::<0xee>(t5, t7);
-    [
-        _mm256_permute2f128_ps::<0x20>(s0, s4),
-        _mm256_permute2f128_ps::<0x20>(s1, s5),
-        _mm256_permute2f128_ps::<0x20>(s2, s6),
-        _mm256_permute2f128_ps::<0x20>(s3, s7),
-        _mm256_permute2f128_ps::<0x31>(s0, s4),
-        _mm256_permute2f128_ps::<0x31>(s1, s5),
-        _mm256_permute2f128_ps::<0x31>(s2, s6),
-        _mm256_permute2f128_ps::<0x31>(s3, s7),
-    ]
-}
-
-/// `K * 8` groups of `N` values, group `g` starting at `x[g * stride]`, transposed:
-/// `out[i][k]` lane `j` is value `i` of group `8k + j`.
-#[inline(always)]
-pub unsafe fn load_groups<const N: usize, const K: usize>(x: &[f32], stride: usize) -> [[V; K]; N] {
-    assert!(N % 8 == 0 && stride >= N && x.len() >= (8 * K - 1) * stride + N);
-    let mut out = [[zero(); K]; N];
-    for k in 0..K {
-        for c in 0..N / 8 {
-            let mut rows = [zero(); 8];
-            for (j, r) in rows.iter_mut().enumerate() {
-                *r = _mm256_loadu_ps(x.as_ptr().add((8 * k + j) * stride + 8 * c));
-            }
-            let cols = transpose8(rows);
-            for (e, v) in cols.into_iter().enumerate() {
-                out[8 * c + e][k] = v;
-            }
-        }
-    }
-    out
-}
-
-/// Lanes of a vector as an array.
-#[inline(always)]
-pub unsafe fn lanes(v: V) -> [f32; 8] {
-    std::mem::transmute(v)
-}
 
 /// Lane `j` of vector-set `k` of each per-lane result, in group order (group `8k + j`).
 #[inline(always)]
@@ -237,7 +96,7 @@ unsafe fn err(d: V, abs_err: bool) -> V {
 /// `clamp(nearest_int(iscale * xm), 0, nmax)` as a float.
 #[inline(always)]
 unsafe fn level_u(iscale: V, xm: V, nmax: I) -> V {
-    tof(_mm256_min_epi32(_mm256_max_epi32(nearest(mul(iscale, xm)), _mm256_setzero_si256()), nmax))
+    tof(mini(maxi(nearest(mul(iscale, xm)), zeroi()), nmax))
 }
 
 /// `search::make_qkx2_quants` (`le_degenerate = false`) and `make_qkx3_quants` with
@@ -265,8 +124,8 @@ pub unsafe fn asym_search<const N: usize, const K: usize>(
         for k in 0..K {
             // minps/maxps return their second operand unless the first is strictly
             // smaller/larger: the reference's `if v < min { min = v }`
-            min[k] = _mm256_min_ps(x[i][k], min[k]);
-            max[k] = _mm256_max_ps(x[i][k], max[k]);
+            min[k] = min_lt(x[i][k], min[k]);
+            max[k] = max_gt(x[i][k], max[k]);
             sum_w[k] = add(sum_w[k], w[i][k]);
             sum_x[k] = add(sum_x[k], mul(w[i][k], x[i][k]));
         }
@@ -276,12 +135,12 @@ pub unsafe fn asym_search<const N: usize, const K: usize>(
     let mut iscale = [zero(); K];
     let mut scale = [zero(); K];
     for k in 0..K {
-        min[k] = _mm256_andnot_ps(gt(min[k], zero()), min[k]);
+        min[k] = andnot(gt(min[k], zero()), min[k]);
         min0[k] = min[k];
         zero_lanes[k] = if le_degenerate {
-            _mm256_cmp_ps::<_CMP_LE_OQ>(max[k], min[k])
+            le(max[k], min[k])
         } else {
-            _mm256_cmp_ps::<_CMP_EQ_OQ>(max[k], min[k])
+            eq(max[k], min[k])
         };
         iscale[k] = div(set(nmaxf), sub(max[k], min[k]));
         scale[k] = div(set(1.0), iscale[k]);
@@ -325,7 +184,7 @@ pub unsafe fn asym_search<const N: usize, const K: usize>(
                 let s = div(sub(mul(sum_w[k], sum_xl[k]), mul(sum_x[k], sum_l[k])), det);
                 let m = div(sub(mul(sum_l2[k], sum_x[k]), mul(sum_l[k], sum_xl[k])), det);
                 let pos = gt(m, zero());
-                this_min[k] = _mm256_andnot_ps(pos, m);
+                this_min[k] = andnot(pos, m);
                 this_scale[k] = sel(pos, div(sum_xl[k], sum_l2[k]), s);
             }
             let mut cur_error = [zero(); K];
@@ -347,7 +206,7 @@ pub unsafe fn asym_search<const N: usize, const K: usize>(
     }
     let mut out_min = [zero(); K];
     for k in 0..K {
-        scale[k] = _mm256_andnot_ps(zero_lanes[k], scale[k]);
+        scale[k] = andnot(zero_lanes[k], scale[k]);
         out_min[k] = neg(sel(zero_lanes[k], min0[k], min[k]));
     }
     AsymFit { scale, min: out_min, lev_iscale, lev_min, zero: zero_lanes }
@@ -366,7 +225,7 @@ pub struct SymFit<const K: usize> {
 /// `clamp(nearest_int(iscale * x), -nmax, nmax - 1)` as a float.
 #[inline(always)]
 unsafe fn level_s(iscale: V, x: V, lo: I, hi: I) -> V {
-    tof(_mm256_min_epi32(_mm256_max_epi32(nearest(mul(iscale, x)), lo), hi))
+    tof(mini(maxi(nearest(mul(iscale, x)), lo), hi))
 }
 
 #[inline(always)]
@@ -411,8 +270,8 @@ pub unsafe fn sym_search<const N: usize, const K: usize>(x: &[[V; K]; N], w: &[[
     let mut scale = [zero(); K];
     let mut best = [zero(); K];
     for k in 0..K {
-        let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2[k], zero());
-        scale[k] = _mm256_and_ps(nz, div(sumlx[k], suml2[k]));
+        let nz = ne(suml2[k], zero());
+        scale[k] = and(nz, div(sumlx[k], suml2[k]));
         best[k] = mul(scale[k], sumlx[k]);
     }
     let mut lev_iscale = iscale;
@@ -436,7 +295,7 @@ pub unsafe fn sym_search<const N: usize, const K: usize>(x: &[[V; K]; N], w: &[[
     let mut zero_lanes = [zero(); K];
     for k in 0..K {
         zero_lanes[k] = lt(amax[k], set(GROUP_MAX_EPS));
-        scale[k] = _mm256_andnot_ps(zero_lanes[k], scale[k]);
+        scale[k] = andnot(zero_lanes[k], scale[k]);
     }
     SymFit { scale, lev_iscale, zero: zero_lanes }
 }
@@ -484,12 +343,12 @@ pub unsafe fn q3_search<const N: usize, const K: usize>(x: &[[V; K]; N], nmax: i
                 let cur = l[i][k];
                 let slx = sub(sumlx[k], mul(wx[i][k], cur));
                 let sl2 = sub(suml2[k], mul(mul(w[i][k], cur), cur));
-                let new_l = tof(_mm256_min_epi32(_mm256_max_epi32(nearest(div(mul(v, sl2), slx)), lo), hi));
+                let new_l = tof(mini(maxi(nearest(div(mul(v, sl2), slx)), lo), hi));
                 let slx2 = add(slx, mul(wx[i][k], new_l));
                 let sl22 = add(sl2, mul(mul(w[i][k], new_l), new_l));
                 let better = gt(mul(mul(slx2, slx2), suml2[k]), mul(mul(sumlx[k], sumlx[k]), sl22));
                 let take =
-                    and(and(gt(slx, zero()), _mm256_cmp_ps::<_CMP_NEQ_OQ>(new_l, cur)), and(gt(sl22, zero()), better));
+                    and(and(gt(slx, zero()), ne_num(new_l, cur)), and(gt(sl22, zero()), better));
                 l[i][k] = sel(take, new_l, cur);
                 sumlx[k] = sel(take, slx2, sumlx[k]);
                 suml2[k] = sel(take, sl22, suml2[k]);
@@ -508,10 +367,10 @@ pub unsafe fn q3_search<const N: usize, const K: usize>(x: &[[V; K]; N], nmax: i
     let mut scale = [zero(); K];
     for k in 0..K {
         let z = lt(amax[k], set(GROUP_MAX_EPS));
-        let s = _mm256_and_ps(gt(suml2[k], zero()), div(sumlx[k], suml2[k]));
-        scale[k] = _mm256_andnot_ps(z, s);
+        let s = and(gt(suml2[k], zero()), div(sumlx[k], suml2[k]));
+        scale[k] = andnot(z, s);
         for li in l.iter_mut() {
-            li[k] = _mm256_andnot_ps(z, add(li[k], set(nmaxf)));
+            li[k] = andnot(z, add(li[k], set(nmaxf)));
         }
     }
     (scale, l)
@@ -531,26 +390,6 @@ pub(crate) const IQ4_MIDS: [f32; 15] = {
     }
     m
 };
-
-/// `best_index_int8(&KVALUES, v)` per lane.
-#[inline(always)]
-pub unsafe fn iq4_index(v: V) -> I {
-    let mut c = _mm256_setzero_si256();
-    for m in IQ4_MIDS {
-        c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NLT_UQ>(v, set(m))));
-    }
-    c
-}
-
-/// `KVALUES[idx]` as floats.
-#[inline(always)]
-pub unsafe fn iq4_value(idx: I) -> V {
-    let lo = _mm256_setr_ps(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0);
-    let hi = _mm256_setr_ps(1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
-    let a = _mm256_permutevar8x32_ps(lo, idx);
-    let b = _mm256_permutevar8x32_ps(hi, idx);
-    sel(_mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)), b, a)
-}
 
 #[inline(always)]
 unsafe fn iq4_sums<const N: usize, const K: usize>(x: &[[V; K]; N], w: &[[V; K]; N], id: &[V; K]) -> ([V; K], [V; K]) {
@@ -582,7 +421,7 @@ pub unsafe fn iq4_search<const N: usize, const K: usize>(x: &[[V; K]; N], w: &[[
     let mut d = [zero(); K];
     let mut best = [zero(); K];
     for k in 0..K {
-        d[k] = _mm256_and_ps(gt(sumq2[k], zero()), div(sumqx[k], sumq2[k]));
+        d[k] = and(gt(sumq2[k], zero()), div(sumqx[k], sumq2[k]));
         best[k] = mul(d[k], sumqx[k]);
     }
     for itry in -ntry..=ntry {
@@ -599,21 +438,8 @@ pub unsafe fn iq4_search<const N: usize, const K: usize>(x: &[[V; K]; N], w: &[[
         }
     }
     for k in 0..K {
-        d[k] = _mm256_andnot_ps(lt(amax[k], set(GROUP_MAX_EPS)), d[k]);
+        d[k] = andnot(lt(amax[k], set(GROUP_MAX_EPS)), d[k]);
     }
     d
 }
 
-/// Four vectors of i32 in 0..=255 to 32 bytes in order.
-#[inline(always)]
-pub unsafe fn pack_u8(a: I, b: I, c: I, d: I) -> I {
-    let ab = _mm256_packs_epi32(a, b);
-    let cd = _mm256_packs_epi32(c, d);
-    _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
-}
-
-#[inline(always)]
-pub unsafe fn loadx(x: &[f32], at: usize) -> V {
-    debug_assert!(at + 8 <= x.len());
-    _mm256_loadu_ps(x.as_ptr().add(at))
-}

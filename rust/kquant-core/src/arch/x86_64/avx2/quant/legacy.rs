@@ -3,10 +3,9 @@
 //! IQ4_NL always) each block runs a search; eight or sixteen consecutive blocks run it
 //! side by side, one per lane, a short tail padded with zero blocks.
 
-use std::arch::x86_64::*;
-
 use super::kquants::iq4_indices;
 use super::lanes::*;
+use super::v8::*;
 use crate::reference::common::{f32_to_f16, row_sigma2, write_f16};
 use crate::reference::search::ScaleSteps;
 
@@ -19,23 +18,15 @@ unsafe fn load4(xb: &[f32]) -> [V; 4] {
     [loadx(xb, 0), loadx(xb, 8), loadx(xb, 16), loadx(xb, 24)]
 }
 
-#[inline(always)]
-unsafe fn hmax(v: V) -> f32 {
-    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    _mm_cvtss_f32(m)
-}
-
 /// `signed_absmax(xb).1`: the first value of largest magnitude (NaN never wins), or
 /// 0 for a block without a nonzero value.
 #[inline(always)]
 unsafe fn signed_absmax32(xb: &[f32], v: &[V; 4]) -> f32 {
-    // maxps keeps its second operand unless the first is larger, so a NaN first
-    // operand never enters the running maximum
+    // `max_gt` keeps its second operand unless the first is larger, so a NaN never
+    // enters the running maximum
     let mut m = zero();
     for vc in v {
-        m = _mm256_max_ps(abs(*vc), m);
+        m = max_gt(abs(*vc), m);
     }
     let amax = hmax(m);
     if amax <= 0.0 {
@@ -44,33 +35,16 @@ unsafe fn signed_absmax32(xb: &[f32], v: &[V; 4]) -> f32 {
     let a = set(amax);
     let mut bits = 0u32;
     for (c, vc) in v.iter().enumerate() {
-        bits |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(abs(*vc), a)) as u32) << (8 * c);
+        bits |= mask_bits(eq(abs(*vc), a)) << (8 * c);
     }
     xb[bits.trailing_zeros() as usize]
 }
 
-/// `trunc_x86(v) as i8` widened back to i32: cvttps2dq's result (0x80000000 out of
-/// range), keeping the low byte with its sign.
-#[inline(always)]
-unsafe fn trunc_i8(v: V) -> I {
-    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(_mm256_cvttps_epi32(v)))
-}
-
-/// 32 bytes (values in order) to the 16 nibble bytes: value j low, value j+16 high,
-/// keeping only the low nibble of each.
-#[inline(always)]
-unsafe fn nibbles(b: I) -> __m128i {
-    let lo = _mm_and_si128(_mm256_castsi256_si128(b), _mm_set1_epi8(0x0f));
-    let hi = _mm_and_si128(_mm_slli_epi16::<4>(_mm256_extracti128_si256::<1>(b)), _mm_set1_epi8(-16));
-    _mm_or_si128(lo, hi)
-}
-
 /// `pack_5bit`: the four `qh` bytes (bit 4 of each level) and the 16 nibble bytes.
 #[inline(always)]
-unsafe fn store_5bit(b: I, hq: &mut [u8]) {
-    let qh = _mm256_movemask_epi8(_mm256_slli_epi16::<3>(b)) as u32;
-    hq[..4].copy_from_slice(&qh.to_le_bytes());
-    _mm_storeu_si128(hq.as_mut_ptr().add(4).cast(), nibbles(b));
+unsafe fn store_5bit(b: B, hq: &mut [u8]) {
+    hq[..4].copy_from_slice(&bit4_mask(b).to_le_bytes());
+    storeh(hq, 4, nibbles16(b));
 }
 
 #[inline(always)]
@@ -92,14 +66,14 @@ unsafe fn sym_ref(x: &[f32], q: &mut [u8], bytes: usize, nmax: i32) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         store_f16(qb, 0, d);
         let (idv, off) = (set(id), set(nf + 0.5));
-        let mut l = [_mm256_setzero_si256(); 4];
+        let mut l = [zeroi(); 4];
         for c in 0..4 {
-            let t = _mm256_min_epi32(trunc_i8(add(mul(v[c], idv), off)), seti(top));
-            l[c] = _mm256_and_si256(t, seti(0xff));
+            let t = mini(trunc_x86_i8(add(mul(v[c], idv), off)), seti(top));
+            l[c] = andi(t, seti(0xff));
         }
         let b = pack_u8(l[0], l[1], l[2], l[3]);
         if nmax == 8 {
-            _mm_storeu_si128(qb.as_mut_ptr().add(2).cast(), nibbles(b));
+            storeh(qb, 2, nibbles16(b));
         } else {
             store_5bit(b, &mut qb[2..]);
         }
@@ -113,8 +87,8 @@ unsafe fn min_max32(xb: &[f32], v: &[V; 4]) -> (f32, f32) {
     let mut mn = set(f32::MAX);
     let mut mx = set(-f32::MAX);
     for vc in v {
-        mn = _mm256_min_ps(*vc, mn);
-        mx = _mm256_max_ps(*vc, mx);
+        mn = min_lt(*vc, mn);
+        mx = max_gt(*vc, mx);
     }
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
     for (a, b) in lanes(mn).into_iter().zip(lanes(mx)) {
@@ -151,15 +125,15 @@ unsafe fn asym_ref(x: &[f32], q: &mut [u8], bytes: usize, nmax: i32) {
         store_f16(qb, 0, d);
         store_f16(qb, 2, min);
         let (idv, mn, half) = (set(id), set(min), set(0.5));
-        let mut l = [_mm256_setzero_si256(); 4];
+        let mut l = [zeroi(); 4];
         for c in 0..4 {
-            let t = trunc_i8(add(mul(sub(v[c], mn), idv), half));
-            let t = if nmax == 15 { _mm256_min_epi32(t, seti(15)) } else { t };
-            l[c] = _mm256_and_si256(t, seti(0xff));
+            let t = trunc_x86_i8(add(mul(sub(v[c], mn), idv), half));
+            let t = if nmax == 15 { mini(t, seti(15)) } else { t };
+            l[c] = andi(t, seti(0xff));
         }
         let b = pack_u8(l[0], l[1], l[2], l[3]);
         if nmax == 15 {
-            _mm_storeu_si128(qb.as_mut_ptr().add(4).cast(), nibbles(b));
+            storeh(qb, 4, nibbles16(b));
         } else {
             store_5bit(b, &mut qb[4..]);
         }
@@ -217,7 +191,7 @@ unsafe fn search_chunk<const K: usize>(
             for k in 0..K {
                 let sig = mul(s2[k], set(2.0f32 / QK as f32));
                 for i in 0..QK {
-                    wt[i][k] = mul(qt[i][k], _mm256_sqrt_ps(add(sig, mul(xt[i][k], xt[i][k]))));
+                    wt[i][k] = mul(qt[i][k], sqrt(add(sig, mul(xt[i][k], xt[i][k]))));
                 }
             }
         }
@@ -226,7 +200,7 @@ unsafe fn search_chunk<const K: usize>(
             let sig = set(sigma2);
             for i in 0..QK {
                 for k in 0..K {
-                    wt[i][k] = mul(qt[i][k], _mm256_sqrt_ps(add(sig, mul(xt[i][k], xt[i][k]))));
+                    wt[i][k] = mul(qt[i][k], sqrt(add(sig, mul(xt[i][k], xt[i][k]))));
                 }
             }
         }
@@ -243,7 +217,7 @@ unsafe fn search_chunk<const K: usize>(
                     store_f16(qb, 0, dl[j]);
                     let id = if dl[j] != 0.0 { 1.0 / dl[j] } else { 0.0 };
                     let v = iq4_indices(&x[QK * b..QK * (b + 1)], id);
-                    _mm_storeu_si128(qb.as_mut_ptr().add(2).cast(), v);
+                    storeh(qb, 2, v);
                 }
             }
         }
@@ -256,17 +230,17 @@ unsafe fn search_chunk<const K: usize>(
                     let b = 8 * k + j;
                     let qb = &mut q[bytes * b..bytes * (b + 1)];
                     write_f16(qb, 0, sc[j]);
-                    let mut l = [_mm256_setzero_si256(); 4];
+                    let mut l = [zeroi(); 4];
                     if z[j].to_bits() == 0 {
                         let is = set(li[j]);
                         for (c, lc) in l.iter_mut().enumerate() {
                             let t = clampi(nearest(mul(is, loadx(x, QK * b + 8 * c))), -nmax, nmax - 1);
-                            *lc = _mm256_add_epi32(t, seti(nmax));
+                            *lc = addi(t, seti(nmax));
                         }
                     }
                     let bv = pack_u8(l[0], l[1], l[2], l[3]);
                     if nmax == 8 {
-                        _mm_storeu_si128(qb.as_mut_ptr().add(2).cast(), nibbles(bv));
+                        storeh(qb, 2, nibbles16(bv));
                     } else {
                         store_5bit(bv, &mut qb[2..]);
                     }
@@ -284,7 +258,7 @@ unsafe fn search_chunk<const K: usize>(
                     let qb = &mut q[bytes * b..bytes * (b + 1)];
                     write_f16(qb, 0, sc[j]);
                     write_f16(qb, 2, -mn[j]);
-                    let mut l = [_mm256_setzero_si256(); 4];
+                    let mut l = [zeroi(); 4];
                     if z[j].to_bits() == 0 {
                         let (is, m) = (set(li[j]), set(lm[j]));
                         for (c, lc) in l.iter_mut().enumerate() {
@@ -294,7 +268,7 @@ unsafe fn search_chunk<const K: usize>(
                     }
                     let bv = pack_u8(l[0], l[1], l[2], l[3]);
                     if nmax == 15 {
-                        _mm_storeu_si128(qb.as_mut_ptr().add(4).cast(), nibbles(bv));
+                        storeh(qb, 4, nibbles16(bv));
                     } else {
                         store_5bit(bv, &mut qb[4..]);
                     }
@@ -336,7 +310,7 @@ unsafe fn search_row(x: &[f32], w: Option<&[f32]>, q: &mut [u8], s: Search) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q4_0(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => sym_ref(x, q, 18, 8),
@@ -344,7 +318,7 @@ pub unsafe fn quantize_q4_0(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q5_0(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => sym_ref(x, q, 22, 16),
@@ -352,7 +326,7 @@ pub unsafe fn quantize_q5_0(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q4_1(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => asym_ref(x, q, 20, 15),
@@ -360,7 +334,7 @@ pub unsafe fn quantize_q4_1(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_q5_1(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => asym_ref(x, q, 24, 31),
@@ -368,7 +342,7 @@ pub unsafe fn quantize_q5_1(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 pub unsafe fn quantize_iq4_nl(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     search_row(x, imat, q, Search::Iq4Nl)
 }
