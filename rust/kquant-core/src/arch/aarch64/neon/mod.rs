@@ -9,6 +9,7 @@ mod float;
 mod kquants;
 mod legacy;
 mod q8;
+mod quant;
 mod util;
 
 use crate::dispatch::Overrides;
@@ -36,6 +37,12 @@ macro_rules! safe {
             // argument exists only after NEON was detected; `$imp` has no other
             // precondition.
             unsafe { $imp(x, q) }
+        }
+    };
+    (quantize_imat $name:ident = $imp:path) => {
+        fn $name(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+            // SAFETY: as for the quantizers above: reachable only with a `Neon` token.
+            unsafe { $imp(x, q, imat) }
         }
     };
     (dequantize $name:ident = $imp:path) => {
@@ -77,6 +84,17 @@ safe!(quantize quantize_q8_1 = q8::quantize_q8_1);
 safe!(quantize quantize_q8_k = q8::quantize_q8_k);
 safe!(quantize quantize_f16 = float::quantize_f16);
 safe!(quantize quantize_bf16 = float::quantize_bf16);
+safe!(quantize_imat quantize_q2_k = quant::quantize_q2_k);
+safe!(quantize_imat quantize_q3_k = quant::quantize_q3_k);
+safe!(quantize_imat quantize_q4_k = quant::quantize_q4_k);
+safe!(quantize_imat quantize_q5_k = quant::quantize_q5_k);
+safe!(quantize_imat quantize_q6_k = quant::quantize_q6_k);
+safe!(quantize_imat quantize_iq4_xs = quant::quantize_iq4_xs);
+safe!(quantize_imat quantize_iq4_nl = quant::quantize_iq4_nl);
+safe!(quantize_imat quantize_q4_0 = quant::quantize_q4_0);
+safe!(quantize_imat quantize_q4_1 = quant::quantize_q4_1);
+safe!(quantize_imat quantize_q5_0 = quant::quantize_q5_0);
+safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -125,20 +143,20 @@ pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
         F32 => (None, None, Some(vec_dot_f32)),
         F16 => (Some(quantize_f16), Some(dequantize_f16), Some(vec_dot_f16)),
         BF16 => (Some(quantize_bf16), Some(dequantize_bf16), Some(vec_dot_bf16)),
-        Q4_0 => (None, Some(dequantize_q4_0), pick(dot_q4_0, sdot_q4_0)),
-        Q4_1 => (None, Some(dequantize_q4_1), pick(dot_q4_1, sdot_q4_1)),
-        Q5_0 => (None, Some(dequantize_q5_0), pick(dot_q5_0, sdot_q5_0)),
-        Q5_1 => (None, Some(dequantize_q5_1), pick(dot_q5_1, sdot_q5_1)),
+        Q4_0 => (Some(quantize_q4_0), Some(dequantize_q4_0), pick(dot_q4_0, sdot_q4_0)),
+        Q4_1 => (Some(quantize_q4_1), Some(dequantize_q4_1), pick(dot_q4_1, sdot_q4_1)),
+        Q5_0 => (Some(quantize_q5_0), Some(dequantize_q5_0), pick(dot_q5_0, sdot_q5_0)),
+        Q5_1 => (Some(quantize_q5_1), Some(dequantize_q5_1), pick(dot_q5_1, sdot_q5_1)),
         Q8_0 => (Some(quantize_q8_0), Some(dequantize_q8_0), pick(dot_q8_0, sdot_q8_0)),
         Q8_1 => (Some(quantize_q8_1), Some(dequantize_q8_1), None),
         Q8K => (Some(quantize_q8_k), Some(dequantize_q8_k), None),
-        Q2K => (None, Some(dequantize_q2_k), pick(dot_q2_k, sdot_q2_k)),
-        Q3K => (None, Some(dequantize_q3_k), pick(dot_q3_k, sdot_q3_k)),
-        Q4K => (None, Some(dequantize_q4_k), pick(dot_q4_k, sdot_q4_k)),
-        Q5K => (None, Some(dequantize_q5_k), pick(dot_q5_k, sdot_q5_k)),
-        Q6K => (None, Some(dequantize_q6_k), pick(dot_q6_k, sdot_q6_k)),
-        IQ4NL => (None, Some(dequantize_iq4_nl), pick(dot_iq4_nl, sdot_iq4_nl)),
-        IQ4XS => (None, Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
+        Q2K => (Some(quantize_q2_k), Some(dequantize_q2_k), pick(dot_q2_k, sdot_q2_k)),
+        Q3K => (Some(quantize_q3_k), Some(dequantize_q3_k), pick(dot_q3_k, sdot_q3_k)),
+        Q4K => (Some(quantize_q4_k), Some(dequantize_q4_k), pick(dot_q4_k, sdot_q4_k)),
+        Q5K => (Some(quantize_q5_k), Some(dequantize_q5_k), pick(dot_q5_k, sdot_q5_k)),
+        Q6K => (Some(quantize_q6_k), Some(dequantize_q6_k), pick(dot_q6_k, sdot_q6_k)),
+        IQ4NL => (Some(quantize_iq4_nl), Some(dequantize_iq4_nl), pick(dot_iq4_nl, sdot_iq4_nl)),
+        IQ4XS => (Some(quantize_iq4_xs), Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
     };
     Overrides { quantize, dequantize, vec_dot }
 }

@@ -7,14 +7,18 @@
 //! (`lanes`): the sub-blocks of a super-block, or consecutive 32-value blocks, one per
 //! SIMD lane, each lane repeating the scalar code's operations in its order, and from
 //! vectorizing the per-value maps (re-rounding against stored scales, packing).
+//!
+//! `lanes` (the searches), `kquants` and `legacy` (the formats) are written against
+//! the eight-lane primitives of `v8`; the NEON path includes these three files by
+//! path with its own `v8`, so both instruction sets run the same code.
 
 // Lanes, groups and values are all addressed by index, as in the reference.
 #![allow(clippy::needless_range_loop)]
 
 mod kquants;
 mod lanes;
-mod v8;
 mod legacy;
+mod v8;
 
 /// The entry points: the shared code compiled with AVX2 (and FMA/F16C, which it does
 /// not use: no multiply-add may be fused).

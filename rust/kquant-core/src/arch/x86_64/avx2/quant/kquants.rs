@@ -248,10 +248,7 @@ unsafe fn k6_pack(l: &[B; 8], qb: &mut [u8]) {
         let v = [l[4 * h], l[4 * h + 1], l[4 * h + 2], l[4 * h + 3]];
         let ql0 = orb(andb(v[0], low), shlb::<4>(andb(v[2], low)));
         let ql1 = orb(andb(v[1], low), shlb::<4>(andb(v[3], low)));
-        let qh = orb(
-            orb(hb(v[0]), shlb::<2>(hb(v[1]))),
-            orb(shlb::<4>(hb(v[2])), shlb::<6>(hb(v[3]))),
-        );
+        let qh = orb(orb(hb(v[0]), shlb::<2>(hb(v[1]))), orb(shlb::<4>(hb(v[2])), shlb::<6>(hb(v[3]))));
         storeb(qb, 64 * h, ql0);
         storeb(qb, 64 * h + 32, ql1);
         storeb(qb, 128 + 32 * h, qh);
@@ -324,10 +321,7 @@ pub unsafe fn quantize_q6_k(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
 /// `i` of vector `p` goes to bits `2p..2p+2` of byte `i`.
 #[inline(always)]
 unsafe fn pack_2bit(v: [B; 4]) -> B {
-    orb(
-        orb(v[0], shlb::<2>(v[1])),
-        orb(shlb::<4>(v[2]), shlb::<6>(v[3])),
-    )
+    orb(orb(v[0], shlb::<2>(v[1])), orb(shlb::<4>(v[2]), shlb::<6>(v[3])))
 }
 
 // ---------------------------------------------------------------------------------

@@ -137,11 +137,7 @@ pub unsafe fn asym_search<const N: usize, const K: usize>(
     for k in 0..K {
         min[k] = andnot(gt(min[k], zero()), min[k]);
         min0[k] = min[k];
-        zero_lanes[k] = if le_degenerate {
-            le(max[k], min[k])
-        } else {
-            eq(max[k], min[k])
-        };
+        zero_lanes[k] = if le_degenerate { le(max[k], min[k]) } else { eq(max[k], min[k]) };
         iscale[k] = div(set(nmaxf), sub(max[k], min[k]));
         scale[k] = div(set(1.0), iscale[k]);
     }
@@ -347,8 +343,7 @@ pub unsafe fn q3_search<const N: usize, const K: usize>(x: &[[V; K]; N], nmax: i
                 let slx2 = add(slx, mul(wx[i][k], new_l));
                 let sl22 = add(sl2, mul(mul(w[i][k], new_l), new_l));
                 let better = gt(mul(mul(slx2, slx2), suml2[k]), mul(mul(sumlx[k], sumlx[k]), sl22));
-                let take =
-                    and(and(gt(slx, zero()), ne_num(new_l, cur)), and(gt(sl22, zero()), better));
+                let take = and(and(gt(slx, zero()), ne_num(new_l, cur)), and(gt(sl22, zero()), better));
                 l[i][k] = sel(take, new_l, cur);
                 sumlx[k] = sel(take, slx2, sumlx[k]);
                 suml2[k] = sel(take, sl22, suml2[k]);
@@ -442,4 +437,3 @@ pub unsafe fn iq4_search<const N: usize, const K: usize>(x: &[[V; K]; N], w: &[[
     }
     d
 }
-

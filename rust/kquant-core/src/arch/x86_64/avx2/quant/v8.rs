@@ -1,7 +1,7 @@
-//! The AVX2 flavour of the eight-lane primitives the shared searches in `lanes` are
-//! written in: one `__m256` is eight lanes. Each primitive is one IEEE operation per
-//! lane with the same rounding as the scalar reference (no fusing), and comparisons
-//! and selects have Rust's semantics for NaN.
+//! The AVX2 flavour of the eight-lane primitives the shared quantizer code (`lanes`,
+//! `kquants`, `legacy`) is written in: one `__m256` is eight lanes. Each primitive is
+//! one IEEE operation per lane with the same rounding as the scalar reference (no
+//! fusing), and comparisons and selects have Rust's semantics for NaN.
 
 use std::arch::x86_64::*;
 
