@@ -173,7 +173,7 @@ fn dimension_products_that_overflow() {
     // must still multiply below 2^63, or its row count and NumPy shape overflow.
     let f = file(&[], &[tinfo("t", &[1 << 20, 0, 1 << 20], 0, 0)], 32, 0);
     assert_eq!(GgufFile::parse(&f).unwrap().tensors[0].nbytes, 0);
-    refused(&file(&[], &[tinfo("t", &[1 << 40, 0, 1 << 40], 0, 0)], 32, 0), &[""t"", "too many elements"]);
+    refused(&file(&[], &[tinfo("t", &[1 << 40, 0, 1 << 40], 0, 0)], 32, 0), &["\"t\"", "too many elements"]);
 }
 
 #[test]
