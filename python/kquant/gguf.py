@@ -522,20 +522,32 @@ class GGUFWriter:
         self._names: Dict[str, int] = {}
         self._next = 0
         directory, base = os.path.split(os.path.abspath(self.path))
-        for _ in range(100):
-            tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        self._fd: Optional[int] = _open_unnamed(directory)
+        if self._fd is not None:
+            # An unnamed file disappears by itself if the process is killed mid-write.
+            tmp = f"/proc/self/fd/{self._fd}"
             try:
-                self._w = _kquant.GgufFileWriter(tmp, self.path)
-                break
-            except FileExistsError:
-                continue
-        else:  # pragma: no cover - 100 collisions of 32 random bits
-            raise FileExistsError(errno.EEXIST, "cannot find a free temporary file name", directory)
-        self._tmp, self._dir = tmp, directory
+                self._w = _kquant.GgufFileWriter(tmp, self.path, self._fd)
+            except BaseException:
+                os.close(self._fd)
+                raise
+        else:
+            tmp = self._create_named(directory, base)
+        self._tmp, self._dir, self._base = tmp, directory, base
         self._closed = False
         self.alignment = alignment
         if alignment != 32:
             self.add_metadata("general.alignment", alignment, type="u32")
+
+    def _create_named(self, directory: str, base: str) -> str:
+        for _ in range(100):
+            tmp = _free_name(directory, base)
+            try:
+                self._w = _kquant.GgufFileWriter(tmp, self.path)
+                return tmp
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "cannot find a free temporary file name", directory)  # pragma: no cover
 
     # -- declarations ---------------------------------------------------------------
 
@@ -682,7 +694,20 @@ class GGUFWriter:
             )
         try:
             self._w.finish()
-            os.replace(self._tmp, self.path)
+            if self._fd is not None:
+                # give the unnamed file a name beside the target, then rename it over
+                # the target: a reader never sees a partial file
+                named = _free_name(self._dir, self._base)
+                _link_fd(self._fd, named)
+                self._w.release()
+                try:
+                    os.replace(named, self.path)
+                except BaseException:
+                    os.unlink(named)
+                    raise
+            else:
+                self._w.release()
+                os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -695,6 +720,8 @@ class GGUFWriter:
             return
         self._closed = True
         self._w.abort()
+        if self._fd is not None:
+            return  # the unnamed file went away with its descriptor
         try:
             os.unlink(self._tmp)
         except FileNotFoundError:
@@ -721,6 +748,35 @@ class GGUFWriter:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self._next}/{len(self._declared)} tensors written"
         return f"GGUFWriter({self.path!r}, {state})"
+
+
+def _free_name(directory: str, base: str) -> str:
+    return os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _link_fd(fd: int, name: str) -> None:
+    """linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW: the documented way to give
+    an O_TMPFILE file a name. Passing a directory fd makes Python use linkat rather than
+    link(2), which would try to link the /proc symlink itself."""
+    dfd = os.open(os.path.dirname(name) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.link(f"/proc/self/fd/{fd}", os.path.basename(name), dst_dir_fd=dfd, follow_symlinks=True)
+    finally:
+        os.close(dfd)
+
+
+def _open_unnamed(directory: str) -> Optional[int]:
+    """An unnamed file in `directory` (Linux O_TMPFILE, linkable through /proc), or None
+    where the platform, the filesystem or a missing /proc rules it out."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(directory, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP):
+            return None
+        raise
 
 
 def _sync_dir(directory: str) -> None:

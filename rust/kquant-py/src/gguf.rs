@@ -208,6 +208,9 @@ pub struct GgufFileWriter {
     state: State,
     label: Arc<str>,
     failed: Arc<Mutex<Option<Error>>>,
+    /// The finished, synced file, kept open so that an unnamed (O_TMPFILE) file can
+    /// still be linked into the directory through /proc/self/fd.
+    finished: Option<File>,
 }
 
 /// Large enough that per-call overhead vanishes, small enough not to matter beside a tensor.
@@ -258,17 +261,41 @@ fn closed() -> PyErr {
 #[pymethods]
 impl GgufFileWriter {
     /// `label` names the file in I/O error messages (the target rather than the temporary).
+    /// With `fd` the writer takes ownership of that open file (an unnamed O_TMPFILE file
+    /// that vanishes if the process dies) and `path` is not opened.
     #[new]
-    fn new(path: PathBuf, label: String) -> PyResult<Self> {
-        let file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| {
-            let p = path.to_string_lossy();
-            os_error(e.raw_os_error(), format!("cannot create {p}: {e}"), Some(&p))
-        })?;
+    #[pyo3(signature = (path, label, fd=None))]
+    fn new(path: PathBuf, label: String, fd: Option<i32>) -> PyResult<Self> {
+        let file = match fd {
+            #[cfg(unix)]
+            Some(fd) => {
+                use std::os::fd::FromRawFd;
+                if fd < 0 {
+                    return Err(PyValueError::new_err("invalid file descriptor"));
+                }
+                // SAFETY: the Python side opened `fd` for this writer alone and hands its
+                // ownership over; nothing else closes or uses it afterwards.
+                unsafe { File::from_raw_fd(fd) }
+            }
+            #[cfg(not(unix))]
+            Some(_) => return Err(PyValueError::new_err("file descriptors are only accepted on Unix")),
+            None => OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| {
+                let p = path.to_string_lossy();
+                os_error(e.raw_os_error(), format!("cannot create {p}: {e}"), Some(&p))
+            })?,
+        };
         let label: Arc<str> = label.into();
         let failed = Arc::new(Mutex::new(None));
         let sink =
             Sink { out: BufWriter::with_capacity(BUFFER_BYTES, file), label: label.clone(), failed: failed.clone() };
-        Ok(GgufFileWriter { metadata: Vec::new(), tensors: Vec::new(), state: State::Declaring(sink), label, failed })
+        Ok(GgufFileWriter {
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+            state: State::Declaring(sink),
+            label,
+            failed,
+            finished: None,
+        })
     }
 
     /// Adds a metadata entry; `elem_type_id` is the element type when `type_id` is the array type.
@@ -325,16 +352,24 @@ impl GgufFileWriter {
             return Err(closed());
         };
         let label = self.label.clone();
-        let done = py.detach(move || -> kquant_core::Result<()> {
+        let done = py.detach(move || -> kquant_core::Result<File> {
             let sink = w.finish()?;
             let file = sink.out.into_inner().map_err(|e| Error::io(format!("cannot write {label}"), e.error()))?;
-            file.sync_all().map_err(|e| Error::io(format!("cannot sync {label} to disk"), &e))
+            file.sync_all().map_err(|e| Error::io(format!("cannot sync {label} to disk"), &e))?;
+            Ok(file)
         });
-        done.map_err(|e| self.error(e))
+        self.finished = Some(done.map_err(|e| self.error(e))?);
+        Ok(())
     }
 
-    /// Closes the file without finishing it (the Python side removes it).
+    /// Closes the finished file (after the Python side has linked or renamed it).
+    fn release(&mut self) {
+        self.finished = None;
+    }
+
+    /// Closes the file without finishing it (the Python side removes a named one).
     fn abort(&mut self) {
         self.state = State::Closed;
+        self.finished = None;
     }
 }
