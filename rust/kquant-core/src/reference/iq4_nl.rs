@@ -69,11 +69,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(x: &[f32], imat: Option<&[f32]>) -> (Vec<u8>, Vec<f32>) {
-        let mut q = vec![0u8; x.len() / QK * BLOCK_BYTES];
-        quantize(x, &mut q, imat);
-        let mut y = vec![0f32; x.len()];
-        dequantize(&q, &mut y);
-        (q, y)
+        crate::reference::roundtrip(&KERNELS, QK, BLOCK_BYTES, x, imat)
     }
 
     /// Largest error relative to the block's largest magnitude.

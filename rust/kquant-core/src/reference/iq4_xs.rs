@@ -83,11 +83,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(x: &[f32], imat: Option<&[f32]>) -> (Vec<u8>, Vec<f32>) {
-        let mut q = vec![0u8; x.len() / QK_K * BLOCK_BYTES];
-        quantize(x, &mut q, imat);
-        let mut y = vec![0f32; x.len()];
-        dequantize(&q, &mut y);
-        (q, y)
+        crate::reference::roundtrip(&KERNELS, QK_K, BLOCK_BYTES, x, imat)
     }
 
     fn amax(x: &[f32]) -> f32 {

@@ -63,3 +63,20 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         IQ4XS => return iq4_xs::kernels(),
     })
 }
+
+/// Quantizes `x` with `k` (one row) and dequantizes it back: the shared core of the
+/// per-format unit tests.
+#[cfg(test)]
+pub(crate) fn roundtrip(
+    k: &Kernels,
+    block: usize,
+    block_bytes: usize,
+    x: &[f32],
+    imat: Option<&[f32]>,
+) -> (Vec<u8>, Vec<f32>) {
+    let mut q = vec![0u8; x.len() / block * block_bytes];
+    (k.quantize)(x, &mut q, imat);
+    let mut y = vec![0f32; x.len()];
+    (k.dequantize)(&q, &mut y);
+    (q, y)
+}

@@ -303,11 +303,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(x: &[f32], imat: Option<&[f32]>) -> Vec<f32> {
-        let mut q = vec![0u8; x.len() / QK_K * BLOCK_BYTES];
-        quantize(x, &mut q, imat);
-        let mut y = vec![0f32; x.len()];
-        dequantize(&q, &mut y);
-        y
+        crate::reference::roundtrip(&KERNELS, QK_K, BLOCK_BYTES, x, imat).1
     }
 
     fn max_err(x: &[f32], y: &[f32]) -> f32 {

@@ -111,11 +111,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(x: &[f32]) -> (Vec<u8>, Vec<f32>) {
-        let mut q = vec![0u8; x.len() / QK * BLOCK_BYTES];
-        quantize(x, &mut q, None);
-        let mut y = vec![0.0f32; x.len()];
-        dequantize(&q, &mut y);
-        (q, y)
+        crate::reference::roundtrip(&KERNELS, QK, BLOCK_BYTES, x, None)
     }
 
     fn assert_close(x: &[f32], y: &[f32]) {
