@@ -12,10 +12,6 @@ pub const BLOCK_BYTES: usize = 18;
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 /// `quantize_iq4_nl`: the 7-try weighted search with or without importance weights
 /// (what llama-quantize writes; ggml's plain `_ref` variant is never used for files).
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {

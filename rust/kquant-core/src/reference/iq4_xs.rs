@@ -18,10 +18,6 @@ const QS: usize = 8;
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 /// `quantize_iq4_xs`: the 7-try weighted search, with or without importance weights
 /// (ggml's `_ref` is the same function without them).
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {

@@ -40,7 +40,8 @@ pub struct Kernels {
     pub vec_dot: Option<VecDotFn>,
 }
 
-/// The reference kernels of `t`, or None while a format is not implemented yet.
+/// The reference kernels of `t` (every type has them; the Option keeps room for types
+/// that are listed before their kernels exist).
 pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
     use QuantType::*;
     Some(match t {
@@ -51,16 +52,16 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         Q8_0 => &q8_0::KERNELS,
         Q8_1 => &q8_1::KERNELS,
         Q8K => &q8_k::KERNELS,
-        Q4_1 => return q4_1::kernels(),
-        Q5_0 => return q5_0::kernels(),
-        Q5_1 => return q5_1::kernels(),
-        Q2K => return q2_k::kernels(),
-        Q3K => return q3_k::kernels(),
-        Q4K => return q4_k::kernels(),
-        Q5K => return q5_k::kernels(),
-        Q6K => return q6_k::kernels(),
-        IQ4NL => return iq4_nl::kernels(),
-        IQ4XS => return iq4_xs::kernels(),
+        Q4_1 => &q4_1::KERNELS,
+        Q5_0 => &q5_0::KERNELS,
+        Q5_1 => &q5_1::KERNELS,
+        Q2K => &q2_k::KERNELS,
+        Q3K => &q3_k::KERNELS,
+        Q4K => &q4_k::KERNELS,
+        Q5K => &q5_k::KERNELS,
+        Q6K => &q6_k::KERNELS,
+        IQ4NL => &iq4_nl::KERNELS,
+        IQ4XS => &iq4_xs::KERNELS,
     })
 }
 

@@ -26,10 +26,6 @@ const WEIGHTED_STEPS: ScaleSteps = ScaleSteps { rmin: -0.9, rdelta: 0.05, nstep:
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     let mut l = [0u8; QK_K];
     for (i, (xb, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {

@@ -23,10 +23,6 @@ const D: usize = 108;
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => {

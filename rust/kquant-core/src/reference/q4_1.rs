@@ -17,10 +17,6 @@ pub(super) const LEGACY_STEPS: ScaleSteps = ScaleSteps { rmin: -0.9, rdelta: 0.0
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => quantize_ref(x, q),

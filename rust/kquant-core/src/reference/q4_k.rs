@@ -30,10 +30,6 @@ pub const WEIGHTED_STEPS: ScaleSteps = ScaleSteps { rmin: -0.9, rdelta: 0.05, ns
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 /// Scale and min of sub-block `j` from the 12 packed bytes: sub-blocks 0-3 keep all six
 /// bits in bytes 0-7; sub-blocks 4-7 keep their low nibbles in bytes 8-11 and their top
 /// two bits in the spare high bits of bytes 0-7.

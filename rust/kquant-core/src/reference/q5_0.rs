@@ -12,10 +12,6 @@ const QH: usize = 2;
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     match imat {
         None => quantize_ref(x, q),

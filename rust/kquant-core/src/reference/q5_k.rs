@@ -21,10 +21,6 @@ const REF_STEPS: ScaleSteps = ScaleSteps { rmin: -0.5, rdelta: 0.1, nstep: 15 };
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     let mut l = [0u8; QK_K];
     for (i, (xb, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {

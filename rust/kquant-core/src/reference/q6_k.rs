@@ -17,10 +17,6 @@ const D: usize = 208;
 
 pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_dot) };
 
-pub fn kernels() -> Option<&'static Kernels> {
-    Some(&KERNELS)
-}
-
 /// `quantize_row_q6_K_ref` without weights, `quantize_row_q6_K_impl` with them; the
 /// two differ only in the weights of the per-group search (x^2 or the raw imatrix).
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
