@@ -695,16 +695,20 @@ class GGUFWriter:
         try:
             self._w.finish()
             if self._fd is not None:
-                # give the unnamed file a name beside the target, then rename it over
-                # the target: a reader never sees a partial file
-                named = _free_name(self._dir, self._base)
-                _link_fd(self._fd, named)
-                self._w.release()
+                # Link the whole file straight to the target name when it is free: no
+                # other name ever exists, so a kill at any moment leaves nothing behind.
+                # Replacing an existing file needs a named step beside it, then a rename.
                 try:
-                    os.replace(named, self.path)
-                except BaseException:
-                    os.unlink(named)
-                    raise
+                    _link_fd(self._fd, os.path.join(self._dir, self._base))
+                except FileExistsError:
+                    named = _free_name(self._dir, self._base)
+                    _link_fd(self._fd, named)
+                    try:
+                        os.replace(named, self.path)
+                    except BaseException:
+                        os.unlink(named)
+                        raise
+                self._w.release()
             else:
                 self._w.release()
                 os.replace(self._tmp, self.path)
