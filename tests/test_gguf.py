@@ -669,6 +669,6 @@ def test_plain_type_parsing():
     assert _tensor_type(QuantType.F16) is QuantType.F16
     assert PlainType.I16.dtype == np.dtype("<i2") and PlainType.I16.type_size == 2
     with pytest.raises(ValueError):
-        _tensor_type(16)  # IQ2_XXS: a ggml type kquant does not handle
+        _tensor_type(31)  # Q4_0_4_4: removed from ggml
     with pytest.raises(TypeError):
         _tensor_type(1.0)

@@ -24,7 +24,7 @@ from numpy.lib.stride_tricks import as_strided
 import kquant
 from kquant import QuantType
 
-TYPES = list(QuantType)
+TYPES = [t for t in QuantType if t.is_implemented]
 BLOCK_TYPES = [t for t in TYPES if not t.is_float]
 # ggml gives these activation formats no dot product of their own
 ACTIVATION_ONLY = {QuantType.Q8_1, QuantType.Q8_K}
@@ -583,8 +583,8 @@ def test_imatrix_of_the_wrong_shape_is_refused(t, blocks, shape):
 # ---------------------------------------------------------------------------
 # qtype values
 
-NAMES = {t.name: t for t in TYPES}
-IDS = {t.value: t for t in TYPES}
+NAMES = {t.name: t for t in QuantType}
+IDS = {t.value: t for t in QuantType}
 
 
 def expected_type(v):
@@ -641,7 +641,7 @@ def test_qtype_values(v):
 
 
 def assert_same_value(got, want):
-    if isinstance(want, np.ndarray):
+    if isinstance(want, (np.ndarray, Exception)):
         assert_same(got, want)
     else:
         assert got == want and type(got) is type(want), (got, want)

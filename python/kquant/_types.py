@@ -28,9 +28,22 @@ class QuantType(enum.IntEnum):
     Q5_K = 13
     Q6_K = 14
     Q8_K = 15
+    IQ2_XXS = 16
+    IQ2_XS = 17
+    IQ3_XXS = 18
+    IQ1_S = 19
     IQ4_NL = 20
+    IQ3_S = 21
+    IQ2_S = 22
     IQ4_XS = 23
+    IQ1_M = 29
     BF16 = 30
+    TQ1_0 = 34
+    TQ2_0 = 35
+    MXFP4 = 39
+    NVFP4 = 40
+    Q1_0 = 41
+    Q2_0 = 42
 
     @property
     def block_size(self) -> int:
@@ -45,6 +58,16 @@ class QuantType(enum.IntEnum):
     @property
     def bits_per_weight(self) -> float:
         return self.type_size * 8 / self.block_size
+
+    @property
+    def requires_imatrix(self) -> bool:
+        """ggml refuses to quantize this type without an importance matrix."""
+        return bool(_TABLE[self.value][6])
+
+    @property
+    def is_implemented(self) -> bool:
+        """kquant has kernels (quantize, dequantize, dot) for this type."""
+        return bool(_TABLE[self.value][5])
 
     @property
     def is_float(self) -> bool:

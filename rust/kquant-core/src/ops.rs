@@ -86,6 +86,11 @@ pub fn quantize(rows: Rows, x: &[f32], q: &mut [u8], imat: Option<&[f32]>) -> Re
     rows.check_len("output", q.len(), rows.row_bytes)?;
     if let Some(w) = imat {
         check_imatrix(w, rows.n_per_row)?;
+    } else if rows.qtype.requires_imatrix() {
+        return Err(Error::invalid(format!(
+            "{} needs an importance matrix (imatrix=...): ggml refuses to quantize it without one",
+            rows.qtype.name()
+        )));
     }
     if rows.nrows == 0 || rows.n_per_row == 0 {
         return Ok(());

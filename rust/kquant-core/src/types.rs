@@ -22,13 +22,27 @@ pub enum QuantType {
     Q5K = 13,
     Q6K = 14,
     Q8K = 15,
+    IQ2XXS = 16,
+    IQ2XS = 17,
+    IQ3XXS = 18,
+    IQ1S = 19,
     IQ4NL = 20,
+    IQ3S = 21,
+    IQ2S = 22,
     IQ4XS = 23,
+    IQ1M = 29,
     BF16 = 30,
+    TQ1_0 = 34,
+    TQ2_0 = 35,
+    MXFP4 = 39,
+    NVFP4 = 40,
+    Q1_0 = 41,
+    Q2_0 = 42,
 }
 
 impl QuantType {
-    pub const ALL: [QuantType; 17] = [
+    /// Every block and float type ggml defines, in id order.
+    pub const ALL: [QuantType; 30] = [
         QuantType::F32,
         QuantType::F16,
         QuantType::Q4_0,
@@ -43,9 +57,22 @@ impl QuantType {
         QuantType::Q5K,
         QuantType::Q6K,
         QuantType::Q8K,
+        QuantType::IQ2XXS,
+        QuantType::IQ2XS,
+        QuantType::IQ3XXS,
+        QuantType::IQ1S,
         QuantType::IQ4NL,
+        QuantType::IQ3S,
+        QuantType::IQ2S,
         QuantType::IQ4XS,
+        QuantType::IQ1M,
         QuantType::BF16,
+        QuantType::TQ1_0,
+        QuantType::TQ2_0,
+        QuantType::MXFP4,
+        QuantType::NVFP4,
+        QuantType::Q1_0,
+        QuantType::Q2_0,
     ];
 
     pub fn id(self) -> u32 {
@@ -78,9 +105,22 @@ impl QuantType {
             Q5K => "Q5_K",
             Q6K => "Q6_K",
             Q8K => "Q8_K",
+            IQ2XXS => "IQ2_XXS",
+            IQ2XS => "IQ2_XS",
+            IQ3XXS => "IQ3_XXS",
+            IQ1S => "IQ1_S",
             IQ4NL => "IQ4_NL",
+            IQ3S => "IQ3_S",
+            IQ2S => "IQ2_S",
             IQ4XS => "IQ4_XS",
+            IQ1M => "IQ1_M",
             BF16 => "BF16",
+            TQ1_0 => "TQ1_0",
+            TQ2_0 => "TQ2_0",
+            MXFP4 => "MXFP4",
+            NVFP4 => "NVFP4",
+            Q1_0 => "Q1_0",
+            Q2_0 => "Q2_0",
         }
     }
 
@@ -97,8 +137,11 @@ impl QuantType {
         use QuantType::*;
         match self {
             F32 | F16 | BF16 => 1,
-            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4NL => 32,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4NL | MXFP4 => 32,
+            NVFP4 | Q2_0 => 64,
+            Q1_0 => 128,
             Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | IQ4XS => QK_K,
+            IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ1M | TQ1_0 | TQ2_0 => QK_K,
         }
     }
 
@@ -122,6 +165,19 @@ impl QuantType {
             Q8K => 292,
             IQ4NL => 18,
             IQ4XS => 136,
+            IQ2XXS => 66,
+            IQ2XS => 74,
+            IQ3XXS => 98,
+            IQ1S => 50,
+            IQ3S => 110,
+            IQ2S => 82,
+            IQ1M => 56,
+            TQ1_0 => 54,
+            TQ2_0 => 66,
+            MXFP4 => 17,
+            NVFP4 => 36,
+            Q1_0 => 18,
+            Q2_0 => 18,
         }
     }
 
@@ -136,10 +192,17 @@ impl QuantType {
             F32 => F32,
             F16 => F16,
             BF16 => BF16,
-            Q4_0 | Q5_0 | Q8_0 | IQ4NL => Q8_0,
+            Q4_0 | Q5_0 | Q8_0 | IQ4NL | MXFP4 | NVFP4 | Q1_0 | Q2_0 => Q8_0,
             Q4_1 | Q5_1 | Q8_1 => Q8_1,
             Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | IQ4XS => Q8K,
+            IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ1M | TQ1_0 | TQ2_0 => Q8K,
         }
+    }
+
+    /// ggml refuses to quantize these without an importance matrix
+    /// (`ggml_quantize_requires_imatrix`): their searches are meaningless unweighted.
+    pub fn requires_imatrix(self) -> bool {
+        matches!(self, QuantType::IQ2XXS | QuantType::IQ2XS | QuantType::IQ1S)
     }
 
     /// True for plain storage types (no blocks).
@@ -178,6 +241,9 @@ mod tests {
         }
         assert!(QuantType::from_name("q4_k_m").is_err());
         assert!(QuantType::from_id(4).is_err());
+        assert!(QuantType::from_id(43).is_err());
+        let ids: Vec<u32> = QuantType::ALL.iter().map(|t| t.id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ALL is in id order");
     }
 
     #[test]
@@ -186,5 +252,10 @@ mod tests {
         assert_eq!(QuantType::Q8K.row_size(256).unwrap(), 292);
         assert!(QuantType::Q4_0.row_size(33).is_err());
         assert!((QuantType::Q4K.bits_per_weight() - 4.5).abs() < 1e-12);
+        // sizes from ggml-common.h's static_asserts
+        assert!((QuantType::IQ2XXS.bits_per_weight() - 2.0625).abs() < 1e-12);
+        assert!((QuantType::IQ1S.bits_per_weight() - 1.5625).abs() < 1e-12);
+        assert!((QuantType::MXFP4.bits_per_weight() - 4.25).abs() < 1e-12);
+        assert!((QuantType::Q1_0.bits_per_weight() - 1.125).abs() < 1e-12);
     }
 }

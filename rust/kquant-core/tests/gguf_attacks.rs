@@ -184,7 +184,7 @@ fn row_not_a_whole_number_of_blocks() {
 
 #[test]
 fn unknown_tensor_types() {
-    for (id, needle) in [(16u32, "IQ2_XXS"), (4, "removed"), (42, "unknown ggml type id 42"), (u32::MAX, "4294967295")]
+    for (id, needle) in [(31u32, "Q4_0_4_4"), (4, "removed"), (43, "unknown ggml type id 43"), (u32::MAX, "4294967295")]
     {
         refused(&file(&[], &[tinfo("t", &[256], id, 0)], 32, 1024), &["\"t\"", needle]);
     }

@@ -158,10 +158,20 @@ fn matmul<'py>(
 
 /// (id, name, block_size, type_size, vec_dot_type id, implemented) for every type.
 #[pyfunction]
-fn type_table() -> Vec<(u32, &'static str, usize, usize, u32, bool)> {
+fn type_table() -> Vec<(u32, &'static str, usize, usize, u32, bool, bool)> {
     QuantType::ALL
         .iter()
-        .map(|t| (t.id(), t.name(), t.block_size(), t.type_size(), t.vec_dot_type().id(), ops::is_implemented(*t)))
+        .map(|t| {
+            (
+                t.id(),
+                t.name(),
+                t.block_size(),
+                t.type_size(),
+                t.vec_dot_type().id(),
+                ops::is_implemented(*t),
+                t.requires_imatrix(),
+            )
+        })
         .collect()
 }
 

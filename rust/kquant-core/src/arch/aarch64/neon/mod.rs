@@ -157,6 +157,8 @@ pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k), Some(dequantize_q6_k), pick(dot_q6_k, sdot_q6_k)),
         IQ4NL => (Some(quantize_iq4_nl), Some(dequantize_iq4_nl), pick(dot_iq4_nl, sdot_iq4_nl)),
         IQ4XS => (Some(quantize_iq4_xs), Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
+        // the reference kernels serve the rest
+        _ => (None, None, None),
     };
     Overrides { quantize, dequantize, vec_dot }
 }

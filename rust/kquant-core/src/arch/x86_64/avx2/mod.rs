@@ -127,6 +127,8 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k as _), Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
         IQ4NL => (Some(quantize_iq4_nl as _), Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
         IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
+        // the reference kernels serve the rest
+        _ => (None, None, None),
     };
     Overrides { quantize, dequantize, vec_dot }
 }
