@@ -715,9 +715,11 @@ class Evaluation:
         for _, x, y, color, marker in pts:
             ax.scatter([x], [y], color=color, marker=marker, s=30, zorder=3)
         base = self.baseline
+        # a line, not a point: the unquantized size would squeeze the candidates into a corner
         ax.axhline(vals[0], color="tab:gray", ls="--", lw=0.8, zorder=1)
-        ax.scatter([base["bytes"] / 2**20], [vals[0]], color="tab:gray", marker="s", s=30, zorder=3)
-        pts.append((f"baseline ({_fmt_types(base['types'])})", base["bytes"] / 2**20, vals[0], "tab:gray", "s"))
+        ax.annotate(f"baseline ({_fmt_types(base['types'])}, {base['bytes'] / 2**20:.1f} MiB)", (0.01, vals[0]),
+                    xycoords=("axes fraction", "data"), textcoords="offset pixels", xytext=(0, 4),
+                    fontsize=8, color="tab:gray")
         ax.set_xlabel("model size (MiB of tensor data)")
         ax.set_ylabel(k)
         ax.set_title(title if title is not None else f"{Path(self.model).name}: {k} against size", fontsize=9)
