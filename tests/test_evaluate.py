@@ -276,6 +276,12 @@ def test_bad_metric_and_candidates(llama):
     with pytest.raises(ValueError, match="importance matrix"):
         evaluate(llama, sum_first_row, ["Q2_K_S"], progress=False)  # fails before any metric runs
 
+    def never(weights):
+        raise AssertionError("the metric ran")
+
+    with pytest.raises(ValueError, match="below the smallest"):
+        evaluate(llama, never, ["Q8_0", "bpw=1"], progress=False)
+
 
 def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)

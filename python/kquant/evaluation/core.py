@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -89,6 +89,7 @@ class Candidate:
     token_embedding_type: Optional[Any] = None
     leave_output_tensor: bool = False
     pure: bool = False
+    budget: Optional[str] = field(default=None, compare=False)  # what a chosen budget came to
 
     def __post_init__(self) -> None:
         if self.target_bpw is not None and self.target_size is not None:
@@ -284,30 +285,33 @@ class _Common:
     allow_requantize: bool = False
 
 
-def _resolve(ctx: _Context, cand: Candidate, common: _Common) -> Tuple[QuantPlan, Optional[str]]:
-    """The plan ``kquant quantize`` makes for this candidate, and the budget summary if any.
+def _choose_budget(ctx: _Context, cand: Candidate, common: _Common) -> Candidate:
+    """A budget candidate turned into the pins and file type ``kquant quantize --target-bpw`` uses.
 
-    Mirrors :func:`kquant.quantize_model`: a budget is chosen on the model with the shared pins,
-    its choice becomes pins ahead of the others, and the file type defaults to the nearest recipe.
+    Mirrors :func:`kquant.quantize_model`: the budget is chosen on the model with the user's pins,
+    its choice becomes pins ahead of them, and the file type defaults to the nearest recipe.
     """
-    user_pins = [*cand.tensor_types, *common.tensor_types]
-    pins: List[Any] = list(user_pins)
-    ftype = cand.ftype
-    note = None
-    if cand.target_bpw is not None or cand.target_size is not None:
-        from ..budget import choose_for_budget
+    if cand.target_bpw is None and cand.target_size is None:
+        return cand
+    from ..budget import choose_for_budget
 
-        choice = choose_for_budget(
-            ctx.src, target_bpw=cand.target_bpw, target_size=cand.target_size, imatrix=ctx.imat, pins=user_pins
-        )
-        pins = list(parse_tensor_type_text(choice.to_tensor_type_file())) + pins
-        if ftype is None:
-            ftype = choice.recipe.file_type if choice.recipe is not None else _DEFAULT_BASE
-        note = choice.summary()
+    user_pins = [*cand.tensor_types, *common.tensor_types]
+    choice = choose_for_budget(
+        ctx.src, target_bpw=cand.target_bpw, target_size=cand.target_size, imatrix=ctx.imat, pins=user_pins
+    )
+    pins = tuple(parse_tensor_type_text(choice.to_tensor_type_file())) + cand.tensor_types
+    ftype = cand.ftype
     if ftype is None:
-        ftype = _DEFAULT_BASE
+        ftype = choice.recipe.file_type if choice.recipe is not None else _DEFAULT_BASE
+    return replace(cand, ftype=ftype, tensor_types=pins, target_bpw=None, target_size=None, label=cand.name,
+                   budget=choice.summary())
+
+
+def _resolve(ctx: _Context, cand: Candidate, common: _Common) -> QuantPlan:
+    """The plan ``kquant quantize`` makes for this candidate (budgets already chosen)."""
+    assert cand.target_bpw is None and cand.target_size is None
     options = QuantizeOptions(
-        tensor_types=tuple(pins),
+        tensor_types=(*cand.tensor_types, *common.tensor_types),
         output_tensor_type=cand.output_tensor_type,
         token_embedding_type=cand.token_embedding_type,
         leave_output_tensor=cand.leave_output_tensor,
@@ -317,7 +321,7 @@ def _resolve(ctx: _Context, cand: Candidate, common: _Common) -> Tuple[QuantPlan
         include_weights=common.include_weights,
         exclude_weights=common.exclude_weights,
     )
-    return ctx.plan(FileType.parse(ftype), options), note
+    return ctx.plan(cand.ftype if cand.ftype is not None else _DEFAULT_BASE, options)
 
 
 # --------------------------------------------------------------------------
@@ -471,7 +475,7 @@ def _run_job(job: _Job, ctx: Optional[_Context] = None) -> Dict[str, Any]:
             types[i.type.name] = types.get(i.type.name, 0) + 1
         label, ftype = "baseline", None
     else:
-        plan, note = _resolve(ctx, job.candidate, job.common)
+        plan, note = _resolve(ctx, job.candidate, job.common), job.candidate.budget
         nbytes = 0
         types = {}
         for p in plan:
@@ -565,13 +569,16 @@ def evaluate(
     if dup:
         raise ValueError(f"candidates with the same label: {', '.join(sorted(dup))}; give them labels")
     common = _Common(tuple(tensor_types), tuple(include_weights), tuple(exclude_weights), bool(allow_requantize))
-    # plan every candidate here first, so a bad one fails before any metric runs
-    for c in cands:
-        if c.target_bpw is None and c.target_size is None:
-            _resolve(ctx, c, common)
+    # choose the budgets and plan every candidate here, so a bad one fails before any metric runs
+    report = _progress_fn(progress)
+    for i, c in enumerate(cands):
+        if c.target_bpw is not None or c.target_size is not None:
+            if report is not None and not callable(progress):
+                print(f"kquant evaluate: choosing types for the {c.name}", file=sys.stderr, flush=True)
+            cands[i] = _choose_budget(ctx, c, common)
+        _resolve(ctx, cands[i], common)
     jobs = [_Job(0, ctx.path, None, metric, imat, common)]
     jobs += [_Job(i + 1, ctx.path, c, metric, imat, common) for i, c in enumerate(cands)]
-    report = _progress_fn(progress)
     rows: List[Optional[Dict[str, Any]]] = [None] * len(jobs)
     if executor is None:
         for k, job in enumerate(jobs):

@@ -240,14 +240,19 @@ class EmbeddingSimilarity:
         tokenizer: Optional[PathLike] = None,
     ):
         path = Path(model) if model is not None else model_path()
+        stored = _Stored(path)
         cfg = _config(path)
-        self.n_heads = int(cfg.get("num_attention_heads", 12))
-        self.eps = float(cfg.get("layer_norm_eps", 1e-12))
+        facts = stored.src.facts  # config.json for safetensors, the metadata for GGUF
+        self.n_heads = facts.n_head if facts is not None and facts.n_head else int(cfg.get("num_attention_heads", 12))
+        eps = cfg.get("layer_norm_eps")
+        if eps is None and hasattr(stored.src, "reader"):
+            eps = stored.src.reader.metadata.get(f"{facts.architecture if facts else 'bert'}.attention.layer_norm_epsilon")
+        self.eps = float(eps if eps is not None else 1e-12)
         self.sentences = list(sentences) if sentences is not None else load_sentences()
         if not self.sentences:
             raise ValueError("no sentences to embed")
         self.ids, self.type_ids, self.mask = tokenize(self.sentences, tokenizer)
-        self.reference = self.embed(_Stored(path))
+        self.reference = self.embed(stored)
 
     def embed(self, weights: Mapping[str, np.ndarray]) -> np.ndarray:
         return embed(weights, self.ids, self.type_ids, self.mask, self.n_heads, self.eps)
