@@ -373,3 +373,30 @@ def test_missing_tokenizers_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tokenizers", None)
     with pytest.raises(ImportError, match=r'kquant\[eval\]'):
         minilm.tokenize(["x"], tokenizer=os.devnull)
+
+
+@needs_minilm
+def test_minilm_as_gguf_gives_the_same_answer(tmp_path):
+    """The example on the F32 GGUF of the model (GGUF names, heads and epsilon from the metadata)
+    gives exactly the safetensors answer: same plan, same weights, same forward pass."""
+    from kquant.evaluation import minilm
+    from kquant.tensors import open_source
+
+    st = minilm.model_path()
+    src = open_source(st)
+    gguf = tmp_path / "minilm-f32.gguf"
+    with kquant.GGUFWriter(gguf) as w:
+        for k, v, t in [("general.architecture", "bert", "str"), ("bert.block_count", 6, "u32"),
+                        ("bert.attention.head_count", 12, "u32"), ("bert.embedding_length", 384, "u32"),
+                        ("bert.attention.layer_norm_epsilon", 1e-12, "f32")]:
+            w.add_metadata(k, v, type=t)
+        for i in src.tensors:
+            w.add_tensor_info(i.name, i.shape, "F32")
+        for i in src.tensors:
+            w.write_tensor(i.name, src.load(i.name))
+    sentences = ["Quantization makes models smaller.", "The river flooded the village."]
+    a = evaluate(st, minilm.EmbeddingSimilarity(st, sentences), ["Q4_0"], progress=False)
+    b = evaluate(gguf, minilm.EmbeddingSimilarity(gguf, sentences), ["Q4_0"], progress=False)
+    assert [r["metric"] for r in a.rows] == [r["metric"] for r in b.rows]
+    assert [r["bytes"] for r in a.rows] == [r["bytes"] for r in b.rows]
+    assert a.rows[1]["metric"]["mean_cos"] < 0.999

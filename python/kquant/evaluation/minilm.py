@@ -246,7 +246,8 @@ class EmbeddingSimilarity:
         self.n_heads = facts.n_head if facts is not None and facts.n_head else int(cfg.get("num_attention_heads", 12))
         eps = cfg.get("layer_norm_eps")
         if eps is None and hasattr(stored.src, "reader"):
-            eps = stored.src.reader.metadata.get(f"{facts.architecture if facts else 'bert'}.attention.layer_norm_epsilon")
+            arch = facts.architecture if facts is not None else "bert"
+            eps = stored.src.reader.metadata.get(f"{arch}.attention.layer_norm_epsilon")
         self.eps = float(eps if eps is not None else 1e-12)
         self.sentences = list(sentences) if sentences is not None else load_sentences()
         if not self.sentences:
