@@ -6,6 +6,7 @@ from ._types import QuantType, row_size, vec_dot_type
 from .gguf import GGUFReader, GGUFWriter
 from .imatrix import load_imatrix
 from .model import quantize_model
+from .evaluation import evaluate
 from .tradeoffs import recommend
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "__version__",
     "available_isas",
     "dequantize",
+    "evaluate",
     "get_num_threads",
     "isa",
     "load_imatrix",
