@@ -181,7 +181,7 @@ def quantize_model(
     and `ftype` defaults to the llama.cpp file type nearest in size.
     """
     from . import _api
-    from .gguf import GGUFReader
+    from .diffusion import missing_5d_note, open_model
 
     t0 = time.perf_counter()
     budget_note = None
@@ -215,7 +215,11 @@ def quantize_model(
 
             imat = load_imatrix(imatrix)
             log(f"loaded imatrix with {len(imat)} entries from {os.fspath(imatrix)}")
-        with GGUFReader(input) as reader:
+        # a GGUF file, or a ComfyUI diffusion checkpoint in safetensors read as convert.py writes it
+        with open_model(input) as reader:
+            note = missing_5d_note(reader)
+            if note:
+                log(note)
             options = QuantizeOptions(
                 tensor_types=tuple(tensor_types),
                 output_tensor_type=output_tensor_type,
