@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,6 +296,19 @@ def _refusal(arch: DiffusionArch, spec: Any, only_copy: bool) -> Optional[str]:
     return None
 
 
+def _patterns(items: Iterable[Any]) -> List[Tuple["re.Pattern[str]", QuantType]]:
+    from .recipes import parse_tensor_type
+
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            pat, t = parse_tensor_type(item)
+        else:
+            pat, t = item[0], QuantType.parse(item[1])
+        out.append((pat if isinstance(pat, re.Pattern) else re.compile(pat), t))
+    return out
+
+
 def plan_diffusion(tensors: Iterable[Any], facts: Any, ftype: Any, options: Any = None) -> Any:
     """The patched llama-quantize's plan (see the module docs) as a :class:`kquant.recipes.QuantPlan`.
 
@@ -323,7 +337,7 @@ def plan_diffusion(tensors: Iterable[Any], facts: Any, ftype: Any, options: Any 
     # llama.cpp walks its weights sorted by layer ("blk.N."), then name: here simply by name
     specs.sort(key=R._load_order_key)
     only_copy = ft == R.FileType.COPY
-    patterns = R._Planner(facts, ft if not only_copy else R.FileType.F16, opts, []).patterns
+    patterns = _patterns(opts.tensor_types)
     imat_names = R._imatrix_entries(opts, specs)
     has_imatrix = bool(imat_names)
     i_attn_v = 0
@@ -733,7 +747,15 @@ def open_model(path: Union[str, "os.PathLike[str]"]) -> Any:
 
     p = Path(path)
     if _is_safetensors(p):
-        return ConvertedCheckpoint(p)
+        try:
+            return ConvertedCheckpoint(p)
+        except ValueError as e:
+            if "unknown model architecture" not in str(e):
+                raise
+            raise ValueError(
+                f"{p}: {e}. kquant quantize reads GGUF files, and safetensors checkpoints only of these "
+                f"diffusion models; convert other models to GGUF first (llama.cpp's convert_hf_to_gguf.py)"
+            ) from None
     reader = GGUFReader(p)
     arch = reader.metadata.get("general.architecture")
     if is_diffusion_architecture(arch):
