@@ -9,6 +9,7 @@ independently of kquant.diffusion's tables.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -223,8 +224,13 @@ def test_hand_checked_choices(gguf_models):
 def test_importance_matrix_rules(gguf_models):
     # the patch refuses every i-quant; kquant offers those ggml makes without an importance matrix
     for ft in ("IQ4_NL", "IQ4_XS"):
-        rep = quantize_model(gguf_models["flux"], None, ft, dry_run=True)
+        out = gguf_models["flux"].parent / f"flux-{ft}.gguf"
+        rep = quantize_model(gguf_models["flux"], out, ft)
         assert ft in {t.target_type.name for t in rep.tensors}
+        _, sd = comfy_load(out)  # ComfyUI-GGUF dequantizes both (dequant.py)
+        x = _converted("flux")[1]["double_blocks.0.img_mlp.0.weight"]
+        y = sd["double_blocks.0.img_mlp.0.weight"]
+        assert np.sqrt(np.mean((y - x) ** 2) / np.mean(x**2)) < 0.12
     # llama.cpp's Q2_K_S needs one, for image models too
     with pytest.raises(QuantizeError, match="importance matrix"):
         quantize_model(gguf_models["flux"], None, "Q2_K_S")
@@ -483,6 +489,20 @@ def test_tradeoffs_and_budget(gguf_models, checkpoints, tmp_path):
     assert 6.0 < rep.bits_per_weight <= 7.0 + 1e-9
     _, sd = comfy_load(out)
     assert sd["double_blocks.0.img_attn.qkv.weight"].shape == (768, 256)
+    # the budget's per-tensor choice is what gets written, mixed-case names included
+    recipe = tmp_path / "recipe.txt"
+    quantize_model(checkpoints["lumina2"], out, target_bpw=10.0, tensor_type_out=recipe)
+    chosen = {}
+    with kquant.GGUFReader(out) as r:
+        written = {t.name: t.qtype.name for t in r.tensors}
+    for line in recipe.read_text().split():
+        pat, t = line.rsplit("=", 1)
+        hits = [n for n in written if re.search(pat, n)]
+        assert len(hits) == 1, pat
+        chosen[hits[0]] = t
+    assert "layers.0.adaLN_modulation.0.weight" in chosen
+    assert all(written[n] == t for n, t in chosen.items())
+    assert len(set(chosen.values())) > 1
 
 
 def test_cli(checkpoints, tmp_path, capsys):

@@ -279,11 +279,13 @@ def _upgrade(ftype: Any, cat: str, new: QuantType, i_attn_v: int) -> Tuple[Quant
     return new, ""
 
 
-def _refusal(arch: DiffusionArch, spec: Any, only_copy: bool) -> Optional[str]:
+def _refusal(arch: DiffusionArch, spec: Any, only_copy: bool, leave_output: bool = False) -> Optional[str]:
     """Why the patched llama-quantize keeps this tensor as it is, or None."""
     if only_copy:
         return "COPY keeps every tensor"
     name = spec.name
+    if leave_output and name == "output.weight":
+        return "leave_output_tensor"
     if not name.endswith("weight"):
         return "not a weight"
     if spec.n_dims != 2:
@@ -314,8 +316,9 @@ def plan_diffusion(tensors: Iterable[Any], facts: Any, ftype: Any, options: Any 
 
     Honoured options: ``tensor_types`` (kquant's pins: they win, go through the F16 fallback and
     do not advance the attention-v counter), ``pure`` (no upgrades), ``allow_requantize``,
-    ``imatrix`` / ``include_weights`` / ``exclude_weights`` and ``dry_run``. The output and
-    token-embedding options do nothing here, as in the patched tool.
+    ``leave_output_tensor``, ``imatrix`` / ``include_weights`` / ``exclude_weights`` and
+    ``dry_run``. ``output_tensor_type`` and ``token_embedding_type`` do nothing here, as in
+    the patched tool (these models have no such tensors).
     """
     from . import recipes as R
 
@@ -345,7 +348,7 @@ def plan_diffusion(tensors: Iterable[Any], facts: Any, ftype: Any, options: Any 
     entries = []
     for s in specs:
         notes: List[str] = []
-        refusal = _refusal(arch, s, only_copy)
+        refusal = _refusal(arch, s, only_copy, opts.leave_output_tensor)
         fell_back = False
         cat = _category(s.name)
         if refusal is not None:
