@@ -176,7 +176,8 @@ mod tests {
         assert_eq!(tensor_nbytes("t", &[256, 0], q4k).unwrap(), 0);
         assert!(tensor_nbytes("t", &[255], q4k).is_err());
         assert!(tensor_nbytes("t", &[], q4k).is_err());
-        assert!(tensor_nbytes("t", &[256; 5], q4k).is_err());
+        assert_eq!(tensor_nbytes("t", &[256, 1, 1, 1, 2], q4k).unwrap(), 288);
+        assert!(tensor_nbytes("t", &[256; 9], q4k).is_err());
         assert!(tensor_nbytes("t", &[1 << 63], TensorType::I8).is_err());
         assert!(tensor_nbytes("t", &[1 << 32, 1 << 31], TensorType::I8).is_err());
         assert!(tensor_nbytes("t", &[1 << 32, 1 << 30], TensorType::F64).is_err());
