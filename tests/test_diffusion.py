@@ -395,9 +395,10 @@ def test_conversion_matches_convert_py(arch, checkpoints, tmp_path):
         r = ref[t.name]
         assert t.tensor_type == r.tensor_type and list(t.shape) == list(r.shape), t.name
         assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(r.data).view(np.uint8)), t.name
-    meta = kquant.GGUFReader(out).metadata
-    refmeta = kquant.GGUFReader(_gguf_of(arch, tmp_path)).metadata
-    assert meta == refmeta  # architecture, quantization version, file type, comfy.gguf.orig_shape.*
+    mine_r, ref_r = kquant.GGUFReader(out), kquant.GGUFReader(_gguf_of(arch, tmp_path))
+    assert mine_r.metadata == ref_r.metadata  # architecture, quantization version, file type, orig_shape
+    assert mine_r.metadata_types == ref_r.metadata_types  # orig_shape: arrays of i32, as loader.py demands
+    assert (arch in ("sd1", "sdxl")) == any(k.startswith("comfy.gguf.orig_shape.") for k in mine_r.metadata)
 
 
 def _gguf_of(arch: str, tmp_path: Path) -> Path:
