@@ -433,6 +433,8 @@ def test_conversion_dtypes(tmp_path):
     f8 = rng.integers(0, 256, size=(256, 256), dtype=np.uint8)
     f8[(f8 & 0x7F) == 0x7F] = 0  # no NaNs
     a["double_blocks.0.img_attn.proj.weight"] = f8
+    a["extra.at_threshold.weight"] = np.ones((4, 256), np.float32)  # 1024 values: small, stays F32
+    a["extra.above_threshold.weight"] = np.ones((5, 205), np.float32)
     dtypes = {n: "F32" for n in a}
     dtypes["double_blocks.0.img_attn.proj.weight"] = "F8_E4M3"
     dtypes["double_blocks.0.txt_attn.proj.weight"] = "F16"
@@ -445,6 +447,7 @@ def test_conversion_dtypes(tmp_path):
     assert types["double_blocks.0.img_attn.qkv.bias"] == "F32"  # 1-D F32 stays
     assert types["double_blocks.0.img_attn.norm.query_norm.scale"] == "F16"  # 1-D F16 stays F16
     assert types["double_blocks.0.img_attn.proj.weight"] == "F16"
+    assert types["extra.at_threshold.weight"] == "F32" and types["extra.above_threshold.weight"] == "F16"
     # float8 e4m3fn decoded exactly (values are exact in F16)
     x = ck.dequantize("double_blocks.0.img_attn.proj.weight")
     e = (f8 >> 3) & 15
