@@ -731,15 +731,7 @@ class _CorrectedGGUF:
 
 
 def _is_safetensors(p: Path) -> bool:
-    if p.is_dir():
-        return any(p.glob("*.safetensors"))
-    if p.suffix == ".safetensors":
-        return True
-    try:
-        with open(p, "rb") as fh:
-            return fh.read(4) != b"GGUF" and p.suffix != ".gguf"
-    except OSError:
-        return False
+    return p.suffix == ".safetensors" or (p.is_dir() and any(p.glob("*.safetensors")))
 
 
 def open_model(path: Union[str, "os.PathLike[str]"]) -> Any:

@@ -171,6 +171,9 @@ def quantize_model(
 ) -> QuantizeReport:
     """Quantize the GGUF model `input` to `output` with llama-quantize's recipe `ftype`.
 
+    `input` may also be an image or video diffusion checkpoint for ComfyUI in safetensors
+    (see :mod:`kquant.diffusion`); GGUF diffusion models get ComfyUI-GGUF's rules.
+
     Options mirror llama-quantize's flags. With `dry_run` nothing is written and the
     report lists every tensor's planned type and size.
 
