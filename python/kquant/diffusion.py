@@ -37,6 +37,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from ._types import QuantType
+from .recipes import ModelFacts
+from .tensors import TensorInfo, TensorSource, _read_st_header
 
 __all__ = [
     "DiffusionArch",
@@ -48,6 +50,8 @@ __all__ = [
     "corrected_shape",
     "ConvertedCheckpoint",
     "open_model",
+    "source_for",
+    "CheckpointSource",
     "needs_imatrix",
     "MAX_NAME_LEN",
     "ORIG_SHAPE_PREFIX",
@@ -551,8 +555,6 @@ class ConvertedCheckpoint:
     version = 3
 
     def __init__(self, path: Union[str, "os.PathLike[str]"]):
-        from .tensors import _read_st_header
-
         p = Path(path)
         files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p]
         if not files:
@@ -571,6 +573,7 @@ class ConvertedCheckpoint:
                 if end - begin != math.prod(shape) * np.dtype(_ST_DTYPES[dt][0]).itemsize:
                     raise ValueError(f"{f}: {key}: {end - begin} bytes for shape {shape} of {dt}")
                 raw.append((key, f, data_start + begin, dt, shape))
+        raw.sort(key=lambda r: r[0])  # safetensors' load_file hands convert.py the keys sorted
         self._maps: Dict[Path, np.memmap] = {}
         keys = [r[0] for r in raw]
         if len(set(keys)) != len(keys):
@@ -616,7 +619,8 @@ class ConvertedCheckpoint:
                 qt = QuantType.BF16
             else:
                 qt = QuantType.F16
-            if wide and len(shape) <= 4 and (len(shape) == 1 or n <= _SMALL_TENSOR or any(s in name for s in arch.hiprec)):
+            small = len(shape) == 1 or n <= _SMALL_TENSOR or any(s in name for s in arch.hiprec)
+            if wide and len(shape) <= 4 and small:
                 qt = QuantType.F32
             out_shape = shape
             if (
@@ -780,25 +784,27 @@ def missing_5d_note(reader: Any) -> Optional[str]:
     )
 
 
-def source_for(path: Union[str, "os.PathLike[str]"]) -> Optional[Any]:
-    """A :class:`kquant.tensors.TensorSource` over a safetensors diffusion checkpoint, converted
-    as convert.py would (names, types, regrouped rows), or None when it is not one."""
-    from .recipes import ModelFacts
-    from .tensors import TensorInfo, TensorSource
+class CheckpointSource(TensorSource):
+    """A :class:`kquant.tensors.TensorSource` over a :class:`ConvertedCheckpoint`, so that
+    ``kquant tradeoffs`` and the size budgets measure the tensors that get quantized."""
 
+    def __init__(self, checkpoint: ConvertedCheckpoint):
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.description = f"{checkpoint.path} ({checkpoint.arch.name}, as converted by ComfyUI-GGUF's convert.py)"
+        for t in checkpoint.tensors:
+            key = checkpoint._entries[t.name].key
+            self._add(TensorInfo(t.name, t.shape, t.qtype, t.nbytes, key if key != t.name else ""))
+        self.facts = ModelFacts(architecture=checkpoint.arch.name)
+
+    def rows(self, name: str, index: Optional[np.ndarray] = None) -> np.ndarray:
+        return self.checkpoint.rows(name, index)
+
+
+def source_for(path: Union[str, "os.PathLike[str]"]) -> Optional[CheckpointSource]:
+    """A :class:`CheckpointSource` for a safetensors diffusion checkpoint, or None when the file
+    is not one of the architectures here."""
     try:
-        ck = ConvertedCheckpoint(path)
+        return CheckpointSource(ConvertedCheckpoint(path))
     except ValueError:
         return None
-
-    class _Source(TensorSource):
-        def rows(self, name: str, index: Optional[np.ndarray] = None) -> np.ndarray:
-            return ck.rows(name, index)
-
-    src = _Source()
-    src.description = f"{os.fspath(path)} ({ck.arch.name}, as converted by ComfyUI-GGUF's convert.py)"
-    src.checkpoint = ck  # type: ignore[attr-defined]
-    for t in ck.tensors:
-        src._add(TensorInfo(t.name, t.shape, t.qtype, t.nbytes, ck._entries[t.name].key if ck._entries[t.name].key != t.name else ""))
-    src.facts = ModelFacts(architecture=ck.arch.name, n_layer=0)
-    return src
