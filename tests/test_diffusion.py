@@ -87,8 +87,8 @@ def oracle(arch: str, tensors, ftype: str) -> Dict[str, str]:
     """name -> type the patched llama-quantize writes; tensors: [(name, ne, type name)]."""
     counters = {"wv": 0}
     out = {}
-    # llama.cpp's weights map is ordered by layer ("blk.%d."), then by name
-    for name, ne, cur in sorted(tensors, key=lambda t: t[0]):
+    # b3962 walks the weights in file order
+    for name, ne, cur in tensors:
         q = name.endswith("weight") and _n_dims(ne) >= 2 and "_norm.weight" not in name
         q = q and "ffn_gate_inp.weight" not in name and "attn_rel_b.weight" not in name
         q = q and not _patch_keeps(arch, name) and _n_dims(ne) == 2
@@ -145,6 +145,9 @@ def _converted(arch: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray],
             kvs.append((f"comfy.gguf.orig_shape.{n}", list(x.shape)))
             x = x.reshape(-1, 256)
         named[n] = x
+    # convert.py writes a safetensors checkpoint's tensors in key order (and the orig_shape keys with them)
+    named = dict(sorted(named.items()))
+    kvs.sort()
     return a, named, convert_types(arch, named), kvs
 
 
@@ -181,8 +184,22 @@ def test_every_architecture_quantizes_with_the_patched_tools_choices(arch, gguf_
         report = quantize_model(gguf_models[arch], None, ft, dry_run=True)
         got = {t.name: t.target_type.name for t in report.tensors}
         assert got == oracle(arch, tensors, ft), (arch, ft)
-        # llama-quantize writes in its processing order: sorted by name here
-        assert [t.name for t in report.tensors] == sorted(got)
+        # llama-quantize b3962 writes in file order
+        assert [t.name for t in report.tensors] == [t[0] for t in tensors]
+
+
+def test_attention_v_counter_follows_file_order(tmp_path):
+    # a convert.py file from a .ckpt keeps the checkpoint's (module) order, not name order
+    rng = np.random.default_rng(4)
+    names = [f"blocks.{b}.self_attn.v.weight" for b in (0, 1, 2, 10, 11)]
+    t = {n: to_bf16_exact(rng.standard_normal((256, 256), dtype=np.float32)) for n in names}
+    t["blocks.0.self_attn.norm_q.weight"] = np.ones(256, np.float32)
+    t["text_embedding.2.weight"] = t[names[0]]
+    t["head.modulation"] = np.ones((1, 2, 256), np.float32)
+    types = {n: "BF16" if x.ndim == 2 else "F32" for n, x in t.items()}
+    p = write_convert_style_gguf(tmp_path / "wan.gguf", "wan", t, types)
+    got = {r.name: r.target_type.name for r in quantize_model(p, None, "Q4_K_S", dry_run=True).tensors}
+    assert [got[n] for n in names] == ["Q5_K"] * 4 + ["Q4_K"]
 
 
 def test_hand_checked_choices(gguf_models):
@@ -195,7 +212,8 @@ def test_hand_checked_choices(gguf_models):
     assert flux["img_in.weight"] == flux["final_layer.linear.weight"] == "BF16"  # kept
     assert flux["double_blocks.0.img_attn.norm.query_norm.scale"] == "F32"
     wan = plan("wan", "Q4_K_S")
-    # attention-v counted in name order: blocks.0 (cross, self), blocks.1, blocks.10, then blocks.2
+    # attention-v counted in file order, which convert.py sorts by name (it gets the keys of a
+    # safetensors file sorted): blocks.0 (cross, self), blocks.1, blocks.10, then blocks.2
     assert [wan[f"blocks.{b}.self_attn.v.weight"] for b in (0, 1, 10, 2)] == ["Q5_K", "Q5_K", "Q5_K", "Q4_K"]
     assert wan["blocks.0.cross_attn.v.weight"] == "Q5_K"
     assert wan["blocks.0.ffn.2.weight"] == "Q5_K" and wan["blocks.0.ffn.0.weight"] == "Q4_K"

@@ -8,7 +8,8 @@ so that ``kquant quantize`` makes the same per-tensor choices without a patched 
 * which tensors stay as they are (the patch's per-architecture name lists, only 2-D tensors
   quantized, plus llama.cpp's own "ends in weight", "no _norm.weight" tests);
 * the upgrades of attention-v, fused qkv and feed-forward-down tensors in the _S/_M/_L mixes,
-  with llama.cpp's counter of attention-v tensors (it walks tensors sorted by name);
+  with llama.cpp's counter of attention-v tensors, which b3962 advances in file order (a
+  convert.py file from safetensors is sorted by name);
 * the row-length fallback (a k-quant on rows not a multiple of 256 becomes F16);
 * the shape corrections (tensors whose leading axes of 1 ggml would drop keep 3 axes);
 * the metadata kept (everything, ``comfy.gguf.orig_shape.*`` included; file type and
@@ -341,8 +342,8 @@ def plan_diffusion(tensors: Iterable[Any], facts: Any, ftype: Any, options: Any 
                     f"{s.name}: not a supported diffusion model file (the {bad!r} prefix should have been "
                     f"stripped; convert the checkpoint with kquant or ComfyUI-GGUF's convert.py)"
                 )
-    # llama.cpp walks its weights sorted by layer ("blk.N."), then name: here simply by name
-    specs.sort(key=R._load_order_key)
+    # b3962 walks (and writes) the weights in file order; the sort by layer and name came in
+    # a later release (llama.cpp PR 9935)
     only_copy = ft == R.FileType.COPY
     patterns = _patterns(opts.tensor_types)
     imat_names = R._imatrix_entries(opts, specs)
