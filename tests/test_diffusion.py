@@ -8,7 +8,6 @@ independently of kquant.diffusion's tables.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Dict, Tuple
@@ -19,7 +18,7 @@ import pytest
 import kquant
 from kquant.diffusion import ConvertedCheckpoint, corrected_shape, detect_architecture
 from kquant.model import quantize_model
-from kquant.recipes import FileType, QuantizeError, TensorSpec, plan_quantization
+from kquant.recipes import QuantizeError, plan_quantization
 
 from .diffusion_models import (
     MODELS,

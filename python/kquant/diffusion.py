@@ -33,12 +33,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._types import QuantType
-from .recipes import ModelFacts
+from .recipes import FileType, ModelFacts
 from .tensors import TensorInfo, TensorSource, _read_st_header
 
 __all__ = [
@@ -230,9 +230,6 @@ _LLAMA_KEEPS = (
     "time_mix_w2.weight", "attn_rel_b.weight",
 )
 
-_K_QUANTS = frozenset(QuantType[n] for n in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"))
-
-
 def is_diffusion_architecture(arch: Any) -> bool:
     return isinstance(arch, str) and arch.lower() in ARCHITECTURES
 
@@ -257,9 +254,7 @@ def _category(name: str) -> str:
 
 def _upgrade(ftype: Any, cat: str, new: QuantType, i_attn_v: int) -> Tuple[QuantType, str]:
     """img_tensor_get_type's mix rules; returns the new type and why."""
-    from .recipes import FileType as F
-
-    q = QuantType
+    F, q = FileType, QuantType
     if cat == "attn_v":
         if ftype == F.Q2_K:
             return q.Q3_K, ""
