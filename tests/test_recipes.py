@@ -157,8 +157,9 @@ def test_tensor_spec_shapes():
     # ggml_n_dims ignores trailing length-1 axes
     assert TensorSpec("x.weight", (4096, 1)).n_dims == 1
     assert TensorSpec("x.weight", (64, 1, 8)).n_dims == 3
+    assert TensorSpec("x", (1, 2, 3, 4, 5)).n_dims == 5  # 5-D Conv3d weights of video models
     with pytest.raises(ValueError):
-        TensorSpec("x", (1, 2, 3, 4, 5))
+        TensorSpec("x", (1,) * 9)
 
 
 def test_model_facts_from_metadata():

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::hint::black_box;
 
-use kquant_core::gguf::{Array, GgufFile, GgufWriter, TensorSpec, Value, MAX_ALIGNMENT, MAX_DIMS};
+use kquant_core::gguf::{Array, GgufFile, GgufWriter, TensorSpec, Value, MAX_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME_LEN};
 use kquant_core::imatrix::{Format, Imatrix};
 use kquant_core::ops::{self, Rows};
 
@@ -61,7 +61,7 @@ pub fn check_gguf(file: &GgufFile, data: &[u8]) {
     let mut end = 0u64;
     for t in &file.tensors {
         assert!(names.insert(t.name.as_str()), "duplicate tensor {:?}", t.name);
-        assert!(t.name.len() <= 63 && !t.name.contains('\0'), "bad name {:?}", t.name);
+        assert!(t.name.len() <= MAX_TENSOR_NAME_LEN && !t.name.contains('\0'), "bad name {:?}", t.name);
         assert!(!t.dims.is_empty() && t.dims.len() <= MAX_DIMS, "dims {:?}", t.dims);
         assert!(std::ptr::eq(file.tensor(&t.name).expect("tensor finds every name"), t));
         assert!(t.offset >= end, "tensor {:?} overlaps the previous one", t.name);

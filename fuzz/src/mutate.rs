@@ -33,7 +33,7 @@ impl Rng {
 }
 
 /// Values at the edges of every check a reader makes: zero, signed/unsigned and 32/64-bit
-/// wrap points, ggml's 2^30 caps, the 63-byte name and 65535-byte key limits.
+/// wrap points, ggml's 2^30 caps, the 63- and 127-byte name and 65535-byte key limits.
 const BOUNDARY: &[u64] = &[
     0,
     1,
@@ -88,9 +88,9 @@ fn value_for(rng: &mut Rng, f: Field, cur: u64, size: usize) -> u64 {
         // Ids just past the last valid one, and removed ggml tensor types (4, 5, 31-33).
         Kind::ValueType | Kind::ElemType => Some(rng.below(15) as u64),
         Kind::TensorType => Some(rng.below(45) as u64),
-        Kind::NDims => Some(rng.below(7) as u64),
+        Kind::NDims => Some(rng.below(11) as u64),
         Kind::KeyLen => Some(rng.pick(&[65534, 65535, 65536, 0, remaining, remaining + 1])),
-        Kind::NameLen => Some(rng.pick(&[62, 63, 64, 0, remaining, remaining + 1])),
+        Kind::NameLen => Some(rng.pick(&[62, 63, 64, 126, 127, 128, 0, remaining, remaining + 1])),
         Kind::StrLen | Kind::ArrayLen => Some(rng.pick(&[remaining, remaining + 1, remaining / 8, remaining / 4])),
         Kind::Dim => Some(rng.pick(&[0, 1, 31, 32, 33, 255, 256, 257, 1 << 31, 1 << 32, 1 << 62, 1 << 63])),
         Kind::TensorOffset => Some(rng.pick(&[0, 1, 16, 31, 32, 64, 4096, remaining]).wrapping_add(cur & !31)),

@@ -59,7 +59,8 @@ def _add_quantize(sub) -> None:
         help="quantize a GGUF model with llama-quantize's recipes",
         description="Quantize a GGUF model like llama-quantize: kquant quantize IN OUT TYPE [nthreads].",
     )
-    q.add_argument("input", help="input GGUF file")
+    q.add_argument("input", help="input GGUF file, or a diffusion model's safetensors checkpoint (ComfyUI: flux, "
+                   "sd1, sdxl, sd3, aura, ltxv, hyvid, wan, hidream, cosmos, lumina2)")
     q.add_argument("output", help="output GGUF file (written atomically)")
     q.add_argument("type", nargs="?", help="file type: Q4_K_M, Q5_K_S, Q8_0, IQ4_XS, F16, COPY, ...")
     q.add_argument("nthreads", nargs="?", type=int, help="threads (default: every core)")

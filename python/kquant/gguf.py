@@ -579,9 +579,10 @@ class GGUFWriter:
         self._keys[key] = None
 
     def add_tensor_info(self, name: str, shape: Sequence[int], qtype: Union[TensorType, int, str]) -> None:
-        """Declares tensor `name` with NumPy `shape` (1 to 4 axes) and storage type `qtype`."""
+        """Declares tensor `name` (up to 127 bytes) with NumPy `shape` (1 to 8 axes; ggml reads
+        at most 63-byte names and 4 axes) and storage type `qtype`."""
         self._check_declaring()
-        _check_name(name, "tensor name", 63)
+        _check_name(name, "tensor name", 127)  # ComfyUI-GGUF's limit; ggml's is 63
         if name in self._names:
             raise ValueError(f"duplicate tensor name {name!r}")
         t = _tensor_type(qtype)
@@ -589,8 +590,8 @@ class GGUFWriter:
             dims = tuple(operator.index(d) for d in shape)
         except TypeError:
             raise TypeError(f"tensor {name!r}: shape must be a sequence of ints, got {shape!r}") from None
-        if not 1 <= len(dims) <= 4:
-            raise ValueError(f"tensor {name!r}: ggml tensors have 1 to 4 axes, got shape {dims}")
+        if not 1 <= len(dims) <= 8:  # ggml: 4; Wan / HunyuanVideo files carry 5-D tensors
+            raise ValueError(f"tensor {name!r}: tensors have 1 to 8 axes, got shape {dims}")
         if any(d < 0 or d >= 2**63 for d in dims):
             raise ValueError(f"tensor {name!r}: axes must be from 0 to 2**63 - 1, got shape {dims}")
         if dims[-1] % t.block_size:

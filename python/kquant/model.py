@@ -171,6 +171,9 @@ def quantize_model(
 ) -> QuantizeReport:
     """Quantize the GGUF model `input` to `output` with llama-quantize's recipe `ftype`.
 
+    `input` may also be an image or video diffusion checkpoint for ComfyUI in safetensors
+    (see :mod:`kquant.diffusion`); GGUF diffusion models get ComfyUI-GGUF's rules.
+
     Options mirror llama-quantize's flags. With `dry_run` nothing is written and the
     report lists every tensor's planned type and size.
 
@@ -181,7 +184,7 @@ def quantize_model(
     and `ftype` defaults to the llama.cpp file type nearest in size.
     """
     from . import _api
-    from .gguf import GGUFReader
+    from .diffusion import missing_5d_note, open_model
 
     t0 = time.perf_counter()
     budget_note = None
@@ -215,7 +218,11 @@ def quantize_model(
 
             imat = load_imatrix(imatrix)
             log(f"loaded imatrix with {len(imat)} entries from {os.fspath(imatrix)}")
-        with GGUFReader(input) as reader:
+        # a GGUF file, or a ComfyUI diffusion checkpoint in safetensors read as convert.py writes it
+        with open_model(input) as reader:
+            note = missing_5d_note(reader)
+            if note:
+                log(note)
             options = QuantizeOptions(
                 tensor_types=tuple(tensor_types),
                 output_tensor_type=output_tensor_type,

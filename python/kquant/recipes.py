@@ -191,8 +191,8 @@ class TensorSpec:
 
     def __post_init__(self) -> None:
         ne = tuple(int(d) for d in self.ne)
-        if not 1 <= len(ne) <= 4:
-            raise ValueError(f"{self.name}: ggml tensors have 1 to 4 dimensions, got ne={ne}")
+        if not 1 <= len(ne) <= 8:  # ggml: 4; ComfyUI-GGUF's video models carry 5-D tensors
+            raise ValueError(f"{self.name}: tensors have 1 to 8 dimensions, got ne={ne}")
         if any(d < 0 for d in ne):
             raise ValueError(f"{self.name}: negative dimension in ne={ne}")
         object.__setattr__(self, "ne", ne)
@@ -290,6 +290,8 @@ class ModelFacts:
             return int(v)
 
         n_layer = first("block_count", None)
+        if n_layer is None and _is_diffusion(arch):
+            return cls(architecture=arch)  # ComfyUI-GGUF diffusion models have no hyperparameters
         if n_layer is None:
             raise ValueError(f"no {arch}.block_count in the metadata")
         n_head = first("attention.head_count", 0) or 0
@@ -306,6 +308,12 @@ class ModelFacts:
     def from_gguf(cls, source: Any) -> ModelFacts:
         """From a GGUF file path or a ``gguf.GGUFReader``."""
         return cls.from_gguf_metadata(_reader_metadata(_reader(source)))
+
+
+def _is_diffusion(arch: Any) -> bool:
+    from .diffusion import is_diffusion_architecture
+
+    return is_diffusion_architecture(arch)
 
 
 # llama.cpp's loaders name these (architecture, block_count) pairs LLM_TYPE_70B
@@ -868,6 +876,10 @@ def plan_quantization(
     opts = options if options is not None else QuantizeOptions(**kwargs)
     ft = FileType.parse(ftype)
     facts = model if isinstance(model, ModelFacts) else ModelFacts.from_gguf_metadata(model)
+    if _is_diffusion(facts.architecture):
+        from .diffusion import plan_diffusion
+
+        return plan_diffusion(tensors, facts, ft, opts)
     if facts.n_layer < 1:
         raise ValueError("model.n_layer (block_count) must be at least 1")
 

@@ -384,7 +384,10 @@ def open_source(model: Any = None, facts: Optional[ModelFacts] = None) -> Tensor
         if not p.exists():
             raise FileNotFoundError(f"no such file: {p}")
         if p.is_dir() or p.suffix == ".safetensors":
-            src = SafetensorsSource(p)
+            from .diffusion import source_for
+
+            # a ComfyUI diffusion checkpoint is measured as ComfyUI-GGUF's convert.py writes it
+            src = source_for(p) or SafetensorsSource(p)
         else:
             with open(p, "rb") as fh:
                 magic = fh.read(4)

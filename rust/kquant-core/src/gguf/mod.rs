@@ -5,8 +5,11 @@
 //! memory proportional to its own size and ends in an [`Error`] and never a
 //! panic. Wherever ggml's `gguf_init_from_file` checks something (unique keys and names,
 //! `general.alignment` a u32 power of two, tensor data back to back in declared order,
-//! rows of whole blocks, element counts below 2^63, names under 64 bytes) the reader is
-//! exactly as strict, so a file it accepts loads in llama.cpp. It also refuses what ggml
+//! rows of whole blocks, element counts below 2^63) the reader is exactly as strict. Two
+//! limits are wider than ggml's, because ComfyUI-GGUF's diffusion-model files need them and
+//! gguf-py reads them: tensor names up to 127 bytes (ggml: 63) and up to [`MAX_DIMS`]
+//! dimensions (ggml: 4; Wan and HunyuanVideo store 5-D Conv3d weights). A file within ggml's
+//! own limits that the reader accepts loads in llama.cpp. It also refuses what ggml
 //! lets through: invalid UTF-8, bools other than 0/1, NUL bytes in keys and names, keys
 //! over 65535 bytes, tensor data past the end of the file, alignments above
 //! [`MAX_ALIGNMENT`], and tensors with 0 dimensions (which ggml's writer never produces).
@@ -42,10 +45,13 @@ pub const ALIGNMENT_KEY: &str = "general.alignment";
 /// Largest alignment accepted. ggml sets no limit, but nothing needs more than a huge
 /// page and a larger value only inflates padding.
 pub const MAX_ALIGNMENT: u32 = 1 << 24;
-/// ggml tensors have at most four dimensions.
-pub const MAX_DIMS: usize = 4;
-/// ggml keeps names in a 64-byte buffer that includes the terminating NUL.
-pub const MAX_TENSOR_NAME_LEN: usize = 63;
+/// ggml tensors have at most four dimensions, but GGUF itself sets no limit and diffusion
+/// checkpoints for ComfyUI-GGUF carry 5-D Conv3d weights; eight leaves room without letting a
+/// hostile count matter.
+pub const MAX_DIMS: usize = 8;
+/// ComfyUI-GGUF's limit (its patched ggml has a 128-byte name buffer including the NUL);
+/// stock ggml allows 63.
+pub const MAX_TENSOR_NAME_LEN: usize = 127;
 /// The spec's limit on key length.
 pub const MAX_KEY_LEN: usize = 65535;
 /// ggml's limit on any string (1 GiB).
@@ -75,7 +81,7 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
 pub(crate) fn check_tensor_name(name: &str) -> Result<()> {
     if name.len() > MAX_TENSOR_NAME_LEN {
         return Err(Error::invalid(format!(
-            "tensor name {name:?} is {} bytes long, ggml allows at most {MAX_TENSOR_NAME_LEN}",
+            "tensor name {name:?} is {} bytes long, the limit is {MAX_TENSOR_NAME_LEN}",
             name.len()
         )));
     }
@@ -108,7 +114,7 @@ pub(crate) fn alignment_of<'a>(mut metadata: impl Iterator<Item = (&'a str, &'a 
 
 /// Checks a tensor's shape against its type and returns its size in bytes.
 ///
-/// Mirrors ggml's rules: 1 to 4 dimensions, each below 2^63 (ggml stores them as int64,
+/// Mirrors ggml's rules: 1 to [`MAX_DIMS`] dimensions (ggml: 4), each below 2^63 (ggml stores them as int64,
 /// zero is allowed and makes an empty tensor), an element count below 2^63 (for an empty
 /// tensor: the product of its non-zero dimensions), and a first dimension that is a
 /// whole number of blocks.
@@ -170,7 +176,8 @@ mod tests {
         assert_eq!(tensor_nbytes("t", &[256, 0], q4k).unwrap(), 0);
         assert!(tensor_nbytes("t", &[255], q4k).is_err());
         assert!(tensor_nbytes("t", &[], q4k).is_err());
-        assert!(tensor_nbytes("t", &[256; 5], q4k).is_err());
+        assert_eq!(tensor_nbytes("t", &[256, 1, 1, 1, 2], q4k).unwrap(), 288);
+        assert!(tensor_nbytes("t", &[256; 9], q4k).is_err());
         assert!(tensor_nbytes("t", &[1 << 63], TensorType::I8).is_err());
         assert!(tensor_nbytes("t", &[1 << 32, 1 << 31], TensorType::I8).is_err());
         assert!(tensor_nbytes("t", &[1 << 32, 1 << 30], TensorType::F64).is_err());
