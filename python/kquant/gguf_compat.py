@@ -15,7 +15,8 @@ the row-length checks are gguf-py's own functions, raising its ``ValueError`` an
   against random block bytes as well as quantizer output). The one difference: where a
   block's float16 scale is NaN, gguf-py's IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S
   multiply by +-1.0 and so may give a NaN of another sign or payload than ggml's sign
-  flip; kquant gives ggml's NaN. Types gguf-py cannot dequantize (Q8_K, Q8_1 and any
+  flip; and NumPy widens a signalling-NaN half (F16) to a signalling NaN where ggml
+  gives a quiet one. kquant gives ggml's NaNs. Types gguf-py cannot dequantize (Q8_K, Q8_1 and any
   other kquant handles) now dequantize as ggml does instead of raising
   ``NotImplementedError``.
 * quantize: the bytes of ggml's ``ggml_quantize_chunk`` without an importance matrix,
@@ -24,6 +25,9 @@ the row-length checks are gguf-py's own functions, raising its ``ValueError`` an
   (the k-quants, IQ4_NL, IQ4_XS, ...) are quantized as ggml does instead of raising
   ``NotImplementedError``. Input with NaN or Inf, which kquant refuses, goes to
   gguf-py's own code (where gguf-py lacks the type, kquant's ValueError is raised).
+
+Row lengths are checked with kquant's block sizes where gguf-py's table disagrees with
+ggml's (gguf-py 0.19 gives Q8_1 40-byte blocks; ggml's are 36 bytes).
 
 Left to gguf-py on purpose: F32 (``dequantize`` is a zero-copy view there, ``quantize``
 a cast) and F16 ``quantize`` (a NumPy cast returning float16, not bytes); lazy tensors
@@ -133,25 +137,22 @@ def dequantize(data: Any, qtype: Any) -> np.ndarray:
     if _is_lazy(data):
         if t == QuantType.F16:  # a lazy float16 view and cast in gguf-py; its meta shape is not bytes
             return own(data, qtype)
-        return _lazy(
-            data,
-            functools.partial(dequantize, qtype=qtype),
-            np.float32,
-            lambda s: q.quant_shape_from_byte_shape(s, qtype),
-        )
+        gt = _gguf_type(qtype, t)
+        if q.GGML_QUANT_SIZES.get(gt) == (t.block_size, t.type_size):
+            q.quant_shape_from_byte_shape(data.shape, gt)  # gguf-py's own check and ValueError
+        bs, ts = t.block_size, t.type_size
+        return _lazy(data, functools.partial(dequantize, qtype=qtype), np.float32, lambda s: (*s[:-1], s[-1] // ts * bs))
     if not isinstance(data, np.ndarray) or data.ndim == 0 or data.size == 0:
         return own(data, qtype)
     given = data
     if t == QuantType.F16:
-        h = data.view(np.float16)  # what gguf-py does first, with its errors
-        if not h.flags.c_contiguous:
-            return own(data, qtype)
+        h = np.ascontiguousarray(data.view(np.float16))  # gguf-py's view first, with its errors
         data = h.view(np.uint8)
     elif data.dtype.itemsize != 1:
         return own(data, qtype)  # gguf-py views it as bytes and fails its own way
     else:
         gt = _gguf_type(qtype, t)
-        if gt in q.GGML_QUANT_SIZES:
+        if q.GGML_QUANT_SIZES.get(gt) == (t.block_size, t.type_size):
             q.quant_shape_from_byte_shape(data.shape, gt)  # gguf-py's own check and ValueError
     raw = data if data.dtype == np.uint8 else data.view(np.uint8)
     try:
@@ -169,14 +170,14 @@ def quantize(data: Any, qtype: Any) -> np.ndarray:
     if t is None or t in _QUANTIZE_OWN:
         return own(data, qtype)
     q = _quants()
-    if _is_lazy(data):
-        return _lazy(
-            data, functools.partial(quantize, qtype=qtype), np.uint8, lambda s: q.quant_shape_to_byte_shape(s, qtype)
-        )
-    if not isinstance(data, np.ndarray) or data.ndim == 0 or data.size == 0:
+    lazy = _is_lazy(data)
+    if not lazy and (not isinstance(data, np.ndarray) or data.ndim == 0 or data.size == 0):
         return own(data, qtype)
-    if data.shape[-1] % t.block_size:
+    if data.shape[-1] % t.block_size:  # gguf-py's can_quantize, with its QuantError
         raise q.QuantError(f"Can't quantize tensor with shape {data.shape} to {_gguf_type(qtype, t).name}")
+    if lazy:
+        bs, ts = t.block_size, t.type_size
+        return _lazy(data, functools.partial(quantize, qtype=qtype), np.uint8, lambda s: (*s[:-1], s[-1] // bs * ts))
     x = data
     if x.dtype.kind != "f":
         try:
