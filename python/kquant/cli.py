@@ -87,6 +87,12 @@ def _add_tradeoffs(sub) -> None:
     add_parser(sub)
 
 
+def _add_info(sub) -> None:
+    from .info import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kquant", description="GGML / llama.cpp block quantization, byte-exact with ggml.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
     _add_tradeoffs(sub)
     _add_quantize(sub)
+    _add_info(sub)
     return p
 
 
