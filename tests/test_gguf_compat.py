@@ -123,6 +123,16 @@ def test_patch_unpatch_and_block():
     assert gguf.dequantize is ORIG_D
 
 
+def test_unpatch_restores_copies_made_while_patched(monkeypatch):
+    import types
+
+    with kquant.patch_gguf():
+        late = types.ModuleType("gguf.late_import")
+        late.dequantize = gguf.quants.dequantize  # `from gguf.quants import dequantize` while patched
+        monkeypatch.setitem(sys.modules, "gguf.late_import", late)
+    assert late.dequantize is ORIG_D
+
+
 def test_block_inside_global_patch_keeps_it():
     kquant.patch_gguf()
     with kquant.patch_gguf():

@@ -251,6 +251,11 @@ def unpatch_gguf() -> None:
             mod, attr = _PATCHED.pop()
             if getattr(mod, attr, None) in (quantize, dequantize):
                 setattr(mod, attr, _ORIGINAL[attr])
+        # gguf modules imported while patched may have copied the replacements by name
+        ours = {"quantize": quantize, "dequantize": dequantize}
+        if _ORIGINAL:
+            for mod, attr in _targets(ours):
+                setattr(mod, attr, _ORIGINAL[attr])
 
 
 def is_gguf_patched() -> bool:
