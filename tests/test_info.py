@@ -97,14 +97,15 @@ def test_errors(tmp_path, capsys):
 
 def test_console_script_and_pipe(tmp_path):
     p, _ = _every_type_file(tmp_path)
+    cli = [sys.executable, "-c", "import sys, kquant.cli; sys.exit(kquant.cli.main())"]
     r = subprocess.run(
-        [sys.executable, "-c", "import sys, kquant.cli; sys.exit(kquant.cli.main())", "info", str(p)],
+        cli + ["info", str(p)],
         capture_output=True, text=True, check=True,
     )
     assert "blk.0.f32" in r.stdout
     # a reader that goes away early (`| head`) is not an error
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys, kquant.cli; sys.exit(kquant.cli.main())", "info", str(p), "--json", "--indent"],
+        cli + ["info", str(p), "--json", "--indent"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     proc.stdout.read(10)

@@ -88,7 +88,8 @@ def test_half_chunks_and_threads():
             for a in (x, x2):
                 q = kquant.quantize(a, "q8_0")
                 got = kquant.dequantize(q, "q8_0", dtype=np.float16)
-                assert np.array_equal(got.view(np.uint16), kquant.dequantize(q, "q8_0").astype(np.float16).view(np.uint16))
+                want = kquant.dequantize(q, "q8_0").astype(np.float16)
+                assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
     finally:
         kquant.set_num_threads(old)
 

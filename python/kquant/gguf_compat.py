@@ -141,7 +141,8 @@ def dequantize(data: Any, qtype: Any) -> np.ndarray:
         if q.GGML_QUANT_SIZES.get(gt) == (t.block_size, t.type_size):
             q.quant_shape_from_byte_shape(data.shape, gt)  # gguf-py's own check and ValueError
         bs, ts = t.block_size, t.type_size
-        return _lazy(data, functools.partial(dequantize, qtype=qtype), np.float32, lambda s: (*s[:-1], s[-1] // ts * bs))
+        fn = functools.partial(dequantize, qtype=qtype)
+        return _lazy(data, fn, np.float32, lambda s: (*s[:-1], s[-1] // ts * bs))
     if not isinstance(data, np.ndarray) or data.ndim == 0 or data.size == 0:
         return own(data, qtype)
     given = data
