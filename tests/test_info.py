@@ -19,7 +19,7 @@ from kquant.gguf import PlainType
 ALL_TYPES = list(QuantType) + list(PlainType)
 
 
-def _every_type_file(tmp_path):
+def _every_type_file(tmp_path, types=ALL_TYPES):
     p = tmp_path / "every.gguf"
     with GGUFWriter(p) as w:
         w.add_metadata("general.architecture", "llama")
@@ -31,7 +31,7 @@ def _every_type_file(tmp_path):
         w.add_metadata("tokenizer.ggml.tokens", [f"t{i}" for i in range(100)])
         w.add_metadata("tokenizer.ggml.scores", np.zeros(3, np.float32))
         shapes = {}
-        for i, t in enumerate(ALL_TYPES):
+        for i, t in enumerate(types):
             shape = (i % 3 + 1, 2, 2 * max(t.block_size, 32))
             shapes[f"blk.{i}.{t.name.lower()}"] = (t, shape)
             w.add_tensor_info(f"blk.{i}.{t.name.lower()}", shape, t)
@@ -149,3 +149,45 @@ def test_gemma(capsys):
     with kquant.GGUFReader(path) as r:
         assert r.tensor("token_embd.weight").qtype is QuantType.Q8_0
         assert [t["bytes"] for t in info["tensors"]] == [t.nbytes for t in r.tensors]
+
+
+def test_types_kquant_does_not_read_go_through_gguf_py(tmp_path, capsys):
+    """Every type gguf-py can write, whichever reader lists it."""
+    gguf = pytest.importorskip("gguf")
+    p = tmp_path / "gguf_py.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    want = []
+    for i, (gt, (bs, ts)) in enumerate(gguf.GGML_QUANT_SIZES.items()):
+        if gt.name == "Q8_1":  # gguf-py sizes its blocks at 40 bytes, ggml at 36
+            continue
+        raw = np.zeros((2, 2 * ts), np.uint8)
+        w.add_tensor(f"t{i}", raw, raw_dtype=gt)
+        want.append((f"t{i}", gt.name, [2, 2 * bs], raw.nbytes))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert main(["info", str(p), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [(t["name"], t["type"], t["shape"], t["bytes"]) for t in info["tensors"]] == want
+    assert info["architecture"] == "llama"
+
+
+def test_gguf_py_fallback_gives_the_same(tmp_path, monkeypatch):
+    pytest.importorskip("gguf")
+    from kquant import gguf as kgguf
+    from kquant import info as kinfo
+
+    p, _ = _every_type_file(tmp_path, [t for t in ALL_TYPES if t.name != "Q8_1"])
+    mine = kinfo.gguf_info(p)
+
+    def unsupported(path):
+        raise ValueError(f"{path}: invalid GGUF file: tensor info 0: ggml type 99 is not supported by kquant")
+
+    monkeypatch.setattr(kgguf, "GGUFReader", unsupported)
+    theirs = kinfo.gguf_info(p)
+    assert mine.pop("reader") == "kquant" and theirs.pop("reader") == "gguf-py"
+    assert theirs == mine
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(ValueError, match="pip install gguf"):
+        kinfo.gguf_info(p)

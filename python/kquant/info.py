@@ -63,52 +63,103 @@ def _value(v: Any, kind: str) -> Any:
 
 
 def gguf_info(path: "str | os.PathLike[str]") -> Dict[str, Any]:
-    """Everything ``kquant info`` reports about a GGUF file, as plain data."""
+    """Everything ``kquant info`` reports about a GGUF file, as plain data.
+
+    A file with a tensor type kquant's reader does not know is read with gguf-py's
+    reader instead, when gguf-py is installed ("reader" says which one was used).
+    """
     from .gguf import GGUFReader
 
     path = os.fspath(path)
-    with GGUFReader(path) as r:
-        md, kinds = r.metadata, r.metadata_types
-        arch = md.get("general.architecture")
-        ft = md.get("general.file_type")
-        tensors: List[Dict[str, Any]] = []
-        per_type: Dict[str, Dict[str, int]] = {}
-        for t in r.tensors:
-            tname = t.qtype.name
-            tensors.append(
-                {
-                    "name": t.name,
-                    "type": tname,
-                    "shape": list(t.shape),
-                    "bytes": t.nbytes,
-                    "parameters": t.n_elements,
-                    "offset": t.offset,
-                }
-            )
-            agg = per_type.setdefault(tname, {"tensors": 0, "parameters": 0, "bytes": 0})
-            agg["tensors"] += 1
-            agg["parameters"] += t.n_elements
-            agg["bytes"] += t.nbytes
-        params = sum(t["parameters"] for t in tensors)
-        nbytes = sum(t["bytes"] for t in tensors)
-        tokens = md.get("tokenizer.ggml.tokens")
-        return {
-            "path": path,
-            "file_bytes": os.path.getsize(path),
-            "version": r.version,
-            "alignment": r.alignment,
-            "architecture": arch,
-            "name": md.get("general.name"),
-            "file_type": _FILE_TYPES.get(ft, f"id {ft}") if isinstance(ft, int) else ft,
-            "vocab_size": len(tokens) if isinstance(tokens, list) else None,
-            "parameters": params,
-            "bytes": nbytes,
-            "bits_per_weight": nbytes * 8 / params if params else None,
-            "types": dict(sorted(per_type.items(), key=lambda kv: -kv[1]["bytes"])),
-            "metadata": {k: _value(v, kinds[k]) for k, v in md.items()},
-            "metadata_types": dict(kinds),
-            "tensors": tensors,
-        }
+    try:
+        r = GGUFReader(path)
+    except ValueError as e:
+        if "not supported by kquant" not in str(e):
+            raise
+        try:
+            return _gguf_py_info(path)
+        except ImportError:
+            raise ValueError(f"{e} (install gguf-py, pip install gguf, to list such files)") from None
+    with r:
+        tensors = [(t.name, t.qtype.name, list(t.shape), t.nbytes, t.n_elements, t.offset) for t in r.tensors]
+        return _assemble(path, "kquant", r.version, r.alignment, r.metadata, r.metadata_types, tensors)
+
+
+_GGUF_PY_KINDS = {
+    "UINT8": "u8", "INT8": "i8", "UINT16": "u16", "INT16": "i16", "UINT32": "u32", "INT32": "i32",
+    "FLOAT32": "f32", "BOOL": "bool", "STRING": "str", "UINT64": "u64", "INT64": "i64", "FLOAT64": "f64",
+}  # fmt: skip
+
+
+def _gguf_py_info(path: str) -> Dict[str, Any]:
+    """The same data from gguf-py's reader (slower), for types kquant's reader lacks."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    md: Dict[str, Any] = {}
+    kinds: Dict[str, str] = {}
+    for key, f in r.fields.items():
+        if key.startswith("GGUF."):  # gguf-py's pseudo-fields for the header
+            continue
+        names = [_GGUF_PY_KINDS.get(t.name, t.name.lower()) for t in f.types]
+        kinds[key] = f"arr[{names[1] if len(names) > 1 else '?'}]" if f.types[0].name == "ARRAY" else names[0]
+        v = f.contents()
+        md[key] = v.tolist() if hasattr(v, "tolist") else v
+    version = int(r.fields["GGUF.version"].parts[-1][0]) if "GGUF.version" in r.fields else 0
+    tensors = [
+        (
+            t.name,
+            t.tensor_type.name,
+            [int(d) for d in reversed(t.shape.tolist())],
+            int(t.n_bytes),
+            int(t.n_elements),
+            int(t.data_offset),
+        )
+        for t in r.tensors
+    ]
+    return _assemble(path, "gguf-py", version, int(r.alignment), md, kinds, tensors)
+
+
+def _assemble(
+    path: str,
+    reader: str,
+    version: int,
+    alignment: int,
+    md: Dict[str, Any],
+    kinds: Dict[str, str],
+    rows: List[tuple],
+) -> Dict[str, Any]:
+    arch = md.get("general.architecture")
+    ft = md.get("general.file_type")
+    tensors: List[Dict[str, Any]] = []
+    per_type: Dict[str, Dict[str, int]] = {}
+    for name, tname, shape, nbytes, n, offset in rows:
+        tensors.append({"name": name, "type": tname, "shape": shape, "bytes": nbytes, "parameters": n, "offset": offset})
+        agg = per_type.setdefault(tname, {"tensors": 0, "parameters": 0, "bytes": 0})
+        agg["tensors"] += 1
+        agg["parameters"] += n
+        agg["bytes"] += nbytes
+    params = sum(t["parameters"] for t in tensors)
+    nbytes = sum(t["bytes"] for t in tensors)
+    tokens = md.get("tokenizer.ggml.tokens")
+    return {
+        "path": path,
+        "reader": reader,
+        "file_bytes": os.path.getsize(path),
+        "version": version,
+        "alignment": alignment,
+        "architecture": arch,
+        "name": md.get("general.name"),
+        "file_type": _FILE_TYPES.get(ft, f"id {ft}") if isinstance(ft, int) else ft,
+        "vocab_size": len(tokens) if isinstance(tokens, list) else None,
+        "parameters": params,
+        "bytes": nbytes,
+        "bits_per_weight": nbytes * 8 / params if params else None,
+        "types": dict(sorted(per_type.items(), key=lambda kv: -kv[1]["bytes"])),
+        "metadata": {k: _value(v, kinds[k]) for k, v in md.items()},
+        "metadata_types": dict(kinds),
+        "tensors": tensors,
+    }
 
 
 def _size(n: float) -> str:
@@ -168,7 +219,7 @@ def _print_text(info: Dict[str, Any], out: TextIO, all_metadata: bool) -> None:
           f"{100 * a['bytes'] / total:6.1f}% {bpw:7.3f}\n")  # fmt: skip
 
     w("\nTensors (shape in NumPy order: ggml's ne reversed, rows last):\n")
-    nw = max((len(t["name"]) for t in info["tensors"]), default=4)
+    nw = max([4] + [len(t["name"]) for t in info["tensors"]])
     w(f"  {'name':{nw}} {'type':8} {'shape':>20} {'parameters':>14} {'bytes':>12}\n")
     for t in info["tensors"]:
         shape = "x".join(str(d) for d in t["shape"])
