@@ -4,6 +4,7 @@ from ._api import available_isas, dequantize, get_num_threads, isa, matmul, quan
 from ._kquant import __version__
 from ._types import QuantType, row_size, vec_dot_type
 from .gguf import GGUFReader, GGUFWriter
+from .gguf_compat import is_gguf_patched, patch_gguf, unpatch_gguf
 from .imatrix import load_imatrix
 from .model import quantize_model
 from .evaluation import evaluate
@@ -18,14 +19,17 @@ __all__ = [
     "dequantize",
     "evaluate",
     "get_num_threads",
+    "is_gguf_patched",
     "isa",
     "load_imatrix",
     "matmul",
+    "patch_gguf",
     "quantize",
     "quantize_model",
     "recommend",
     "row_size",
     "set_num_threads",
+    "unpatch_gguf",
     "vec_dot",
     "vec_dot_type",
 ]

@@ -26,6 +26,12 @@ def _memory_bytes() -> int:
 _MEMORY_BYTES = _memory_bytes()
 _F32 = np.dtype(np.float32)
 _U8 = np.dtype(np.uint8)
+# From this many output values (4 MiB of float32) on, results are allocated with np.empty
+# and filled by the worker threads: the extension's own buffers are zero-filled by one
+# thread first, which for a large array costs more than the kernel (page faults included,
+# 2.4x slower for gemma-3-270m's 168 M-value token embedding). Small calls keep the
+# cheaper path.
+_LARGE_VALUES = 1 << 20
 _PARTNER = {t: vec_dot_type(t) for t in QuantType}  # native byte order: '>f4' must not take the fast path
 
 
@@ -69,13 +75,21 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
-def quantize(x: npt.ArrayLike, qtype: QTypeLike, *, imatrix: Optional[npt.ArrayLike] = None) -> np.ndarray:
+def quantize(
+    x: npt.ArrayLike,
+    qtype: QTypeLike,
+    *,
+    imatrix: Optional[npt.ArrayLike] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """Quantize rows of `x` (shape (..., n)) to `qtype`, byte-exact with ggml.
 
     n must be a multiple of the type's block size. Returns uint8 of shape
     (..., row_bytes). With `imatrix` (n non-negative importance weights) ggml's
     weighted search is used; Q8_0 ignores it, as ggml does. NaN or Inf raises
     ValueError naming the row (rows counted after flattening the leading axes).
+    With `out` (a writeable C-contiguous uint8 array of that shape) the bytes are
+    written there and `out` is returned.
     """
     t = QuantType.parse(qtype)
     a = _floats(x, "x")
@@ -90,12 +104,34 @@ def quantize(x: npt.ArrayLike, qtype: QTypeLike, *, imatrix: Optional[npt.ArrayL
         w = _floats(imatrix, "imatrix")
         if w.ndim != 1 or w.shape[0] != n:
             raise ValueError(f"imatrix must have shape ({n},) to match the row length, got {w.shape}")
-    out = _kquant.quantize(a if a.ndim == 2 else _rows(a), t.value, w)
-    return out if a.ndim == 2 else out.reshape(a.shape[:-1] + (rb,))
+    if out is not None:
+        dst = _out_array(out, a.shape[:-1] + (rb,), _U8, "out")
+        _check_no_overlap(dst, a, w)
+        _kquant.quantize_into(a if a.ndim == 2 else _rows(a), t.value, w, _rows(dst))
+        return out
+    if math.prod(a.shape[:-1]) * rb >= _LARGE_VALUES * 4:
+        res = np.empty(a.shape[:-1] + (rb,), _U8)  # see _LARGE_VALUES
+        _kquant.quantize_into(a if a.ndim == 2 else _rows(a), t.value, w, _rows(res))
+        return res
+    res = _kquant.quantize(a if a.ndim == 2 else _rows(a), t.value, w)
+    return res if a.ndim == 2 else res.reshape(a.shape[:-1] + (rb,))
 
 
-def dequantize(q: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
-    """Dequantize uint8 rows (..., row_bytes) of `qtype` to float32 (..., n), bit-exact with ggml."""
+def dequantize(
+    q: npt.ArrayLike,
+    qtype: QTypeLike,
+    *,
+    out: Optional[np.ndarray] = None,
+    dtype: Optional[npt.DTypeLike] = None,
+) -> np.ndarray:
+    """Dequantize uint8 rows (..., row_bytes) of `qtype` to float32 (..., n), bit-exact with ggml.
+
+    ``dtype=np.float16`` gives half precision: ggml's float32 values rounded to the
+    nearest half (ties to even), converted in small chunks, without a float32 copy of
+    the whole result. With `out` (a writeable C-contiguous float32 or float16 array of
+    shape (..., n)) the values are written there and `out` is returned; the dtype
+    defaults to out's.
+    """
     t = QuantType.parse(qtype)
     a = _bytes(q, "q")
     bs, ts = GEOMETRY[t]
@@ -104,9 +140,67 @@ def dequantize(q: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:
         raise ValueError(f"rows of {rb} bytes are not a whole number of {t.name} blocks ({ts} bytes each)")
     n = rb // ts * bs
     nrows = math.prod(lead)
-    _check_size(nrows * n * 4, "the dequantized result")
-    out = _kquant.dequantize(a if a.ndim == 2 else a.reshape(nrows, rb), t.value)
-    return out if a.ndim == 2 else out.reshape(lead + (n,))
+    want = _result_dtype(dtype, out)
+    if out is None and want is _F32 and nrows * n < _LARGE_VALUES:
+        _check_size(nrows * n * 4, "the dequantized result")
+        res = _kquant.dequantize(a if a.ndim == 2 else a.reshape(nrows, rb), t.value)
+        return res if a.ndim == 2 else res.reshape(lead + (n,))
+    if out is None:
+        _check_size(nrows * n * want.itemsize, "the dequantized result")
+        dst = np.empty(lead + (n,), want)
+    else:
+        dst = _out_array(out, lead + (n,), want, "out")
+        _check_no_overlap(dst, a)
+    q2 = a.reshape(nrows, rb)
+    if want is _F32:
+        _kquant.dequantize_into(q2, t.value, dst.reshape(nrows, n))
+    else:
+        _kquant.dequantize_f16_into(q2, t.value, dst.reshape(nrows, n).view(_U8))
+    return dst if out is None else out
+
+
+_F16 = np.dtype(np.float16)
+
+
+def _result_dtype(dtype: Any, out: Optional[np.ndarray]) -> np.dtype:
+    """float32 or float16 (native order), from `dtype` or else from `out`."""
+    if dtype is None:
+        if out is None:
+            return _F32
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array, not {type(out).__name__}")
+        dtype = out.dtype
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float16, not {dtype!r}") from None
+    if d == _F32:
+        return _F32
+    if d == _F16:
+        return _F16
+    raise TypeError(f"dtype must be float32 or float16 (native byte order), got {d}")
+
+
+def _out_array(out: Any, shape: tuple, dtype: np.dtype, what: str) -> np.ndarray:
+    """`out` checked to be a writeable, aligned, C-contiguous array of exactly `shape` and `dtype`."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{what} must be a NumPy array, not {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{what} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{what} must have shape {shape}, got {out.shape}")
+    f = out.flags
+    if not f.writeable:
+        raise ValueError(f"{what} is read-only")
+    if not (f.c_contiguous and f.aligned):
+        raise ValueError(f"{what} must be C-contiguous and aligned")
+    return out
+
+
+def _check_no_overlap(out: np.ndarray, *inputs: Optional[np.ndarray]) -> None:
+    for a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError("out must not share memory with the input")
 
 
 def vec_dot(q: npt.ArrayLike, yq: npt.ArrayLike, qtype: QTypeLike) -> np.ndarray:

@@ -94,6 +94,12 @@ def _add_evaluate(sub) -> None:
     add_parser(sub)
 
 
+def _add_info(sub) -> None:
+    from .info import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kquant", description="GGML / llama.cpp block quantization, byte-exact with ggml.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -102,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tradeoffs(sub)
     _add_quantize(sub)
     _add_evaluate(sub)
+    _add_info(sub)
     return p
 
 

@@ -555,7 +555,7 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+        raise ImportError('plotting needs matplotlib, an optional extra: pip install "kquant[plot]"') from None
     return plt
 
 
@@ -666,7 +666,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--types", action="append", metavar="TYPES",
                    help="candidate types, comma-separated; may repeat (default: the list below)")
     p.add_argument("--json", metavar="FILE", help="write the table and per-tensor errors as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="write a PNG of size against error (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE.png", help='write a PNG of size against error (needs matplotlib: pip install "kquant[plot]")')
     p.add_argument("--imatrix", metavar="FILE",
                    help="llama.cpp importance matrix: quantize with it, weight errors by it")
     p.add_argument("--exact", action="store_true", help="measure every row (default: a sample of rows per tensor)")

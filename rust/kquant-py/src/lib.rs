@@ -5,6 +5,7 @@
 //! so these functions take C-contiguous 2-D arrays and a ggml type id.
 
 mod gguf;
+mod into;
 mod pool;
 
 use kquant_core::ops::{self, Rows};
@@ -209,6 +210,9 @@ fn _kquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(into::quantize_into, m)?)?;
+    m.add_function(wrap_pyfunction!(into::dequantize_into, m)?)?;
+    m.add_function(wrap_pyfunction!(into::dequantize_f16_into, m)?)?;
     m.add_function(wrap_pyfunction!(gguf::gguf_parse, m)?)?;
     m.add_function(wrap_pyfunction!(gguf::imatrix_parse, m)?)?;
     m.add_class::<gguf::GgufFileWriter>()?;

@@ -186,3 +186,42 @@ pub fn zeroed<T: Clone + Default>(len: Option<usize>) -> Option<Vec<T>> {
     v.resize(len, T::default());
     Some(v)
 }
+
+/// Values converted per step when dequantizing to half precision: the float32 scratch
+/// stays this small (or one row, if longer) whatever the size of the array.
+const HALF_CHUNK_VALUES: usize = 1 << 14;
+
+/// Dequantizes rows of `q` into IEEE half precision (`h`: 2 little-endian bytes per value),
+/// rounding ggml's float32 values to nearest even. Each task converts through a small
+/// float32 scratch of its own, never a whole-array intermediate.
+pub fn dequantize_f16(rows: Rows, q: &[u8], h: &mut [u8]) -> Result<()> {
+    let (n, rb) = (rows.n_per_row, rows.row_bytes);
+    if h.len() != rows.nrows * n * 2 || q.len() != rows.nrows * rb {
+        return Err(Error::invalid("internal: buffer sizes do not match the row geometry"));
+    }
+    if rows.nrows == 0 || n == 0 {
+        return Ok(());
+    }
+    let half = Rows::new(kquant_core::QuantType::F16, n, 1)?;
+    let step = (HALF_CHUNK_VALUES / n).max(1);
+    let out = SharedMut(h.as_mut_ptr());
+    run(rows.nrows, n, |first, count| {
+        let mut scratch: Vec<f32> = zeroed(Some(step.min(count) * n))
+            .ok_or_else(|| Error::invalid("cannot allocate a row of float32 scratch"))?;
+        let mut r = 0;
+        while r < count {
+            let k = step.min(count - r);
+            let at = first + r;
+            let ys = &mut scratch[..k * n];
+            ops::dequantize(Rows { nrows: k, ..rows }, &q[at * rb..(at + k) * rb], ys)?;
+            // SAFETY: row ranges handed out by `run` are disjoint and inside `h`; the
+            // sub-range [at, at + k) lies inside this task's range.
+            let hs = unsafe { out.slice(at * n * 2, k * n * 2) };
+            // F16 "quantization" is ggml's fp32 -> fp16 conversion: round to nearest even,
+            // NaN kept; ops::quantize neither checks nor rejects non-finite values.
+            ops::quantize(Rows { nrows: k, ..half }, ys, hs, None)?;
+            r += k;
+        }
+        Ok(())
+    })
+}
