@@ -27,7 +27,7 @@ def _random_blocks(t: QuantType, rows: int, blocks: int) -> np.ndarray:
     return np.random.default_rng(t.value).integers(0, 256, (rows, blocks * t.type_size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("t", list(QuantType), ids=str)
+@pytest.mark.parametrize("t", [t for t in QuantType if t.is_implemented], ids=str)
 def test_out_same_as_new_arrays(t):
     x = _x(t)
     q = _quantized(t, x)
@@ -46,7 +46,7 @@ def test_out_same_as_new_arrays(t):
     assert kquant.dequantize(q, t, out=big[1]) is not None and np.array_equal(big[1], d) and not big[0].any()
 
 
-@pytest.mark.parametrize("t", list(QuantType), ids=str)
+@pytest.mark.parametrize("t", [t for t in QuantType if t.is_implemented], ids=str)
 def test_half_is_float32_rounded_to_nearest(t):
     for q in (_quantized(t, _x(t)), _random_blocks(t, 5, 3)):
         want = kquant.dequantize(q, t)
