@@ -7,6 +7,7 @@ import kquant
 from kquant import QuantType
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ4_NL", "IQ4_XS"]
+TYPES += ["TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
 
 
 @pytest.fixture(scope="module", params=TYPES)
@@ -99,3 +100,11 @@ def test_matmul_matches_vec_dot(golden):
         expect = kquant.vec_dot(w, np.broadcast_to(yq[i], (4, yq.shape[1])), t)
         assert np.array_equal(full[i], expect)
     assert np.array_equal(kquant.matmul(w, y[0], t), full[0])
+
+
+def test_dequantize_imatrix_bit_exact(golden):
+    t, g = golden
+    if "dq_imat" not in g:
+        pytest.skip(f"{t} has no dq_imat")
+    dq = kquant.dequantize(g["q_imat"], t)
+    assert np.array_equal(dq.view(np.uint32), g["dq_imat"].view(np.uint32))

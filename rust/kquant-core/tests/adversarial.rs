@@ -5,7 +5,7 @@
 use kquant_core::ops::{self, Rows};
 use kquant_core::QuantType;
 
-const WEIGHT_TYPES: [QuantType; 12] = [
+const WEIGHT_TYPES: [QuantType; 18] = [
     QuantType::Q4_0,
     QuantType::Q4_1,
     QuantType::Q5_0,
@@ -18,6 +18,12 @@ const WEIGHT_TYPES: [QuantType; 12] = [
     QuantType::Q6K,
     QuantType::IQ4NL,
     QuantType::IQ4XS,
+    QuantType::TQ1_0,
+    QuantType::TQ2_0,
+    QuantType::MXFP4,
+    QuantType::NVFP4,
+    QuantType::Q1_0,
+    QuantType::Q2_0,
 ];
 
 /// Deterministic xorshift values in [-1, 1).
@@ -155,6 +161,47 @@ fn quantizers_never_write_minus_128() {
             let (bs, off, len) = if t == QuantType::Q8_0 { (34, 2, 32) } else { (292, 4, 256) };
             for b in q.chunks_exact(bs) {
                 assert!(b[off..off + len].iter().all(|&v| v != 0x80), "{t} {name}: -128 written");
+            }
+        }
+    }
+}
+
+/// Every byte pattern a file may hold in the new formats' blocks (codes no quantizer
+/// writes, NaN/Inf/subnormal scales, E8M0 255, UE4M3 0x7f/0xff) dequantizes and dots
+/// without a panic, and where the values are finite the dot (over one, two, three and
+/// five blocks: NVFP4/Q2_0 span two Q8_0 blocks, Q1_0 four) is their f64 dot.
+#[test]
+fn random_blocks_of_the_newer_formats() {
+    let types =
+        [QuantType::TQ1_0, QuantType::TQ2_0, QuantType::MXFP4, QuantType::NVFP4, QuantType::Q1_0, QuantType::Q2_0];
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let mut byte = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 32) as u8
+    };
+    for t in types {
+        let p = t.vec_dot_type();
+        for nb in [1usize, 2, 3, 5] {
+            let n = nb * t.block_size();
+            for _ in 0..200 {
+                let q: Vec<u8> = (0..nb * t.type_size()).map(|_| byte()).collect();
+                let yq: Vec<u8> = (0..p.row_size(n).unwrap()).map(|_| byte()).collect();
+                let y = dequant(t, &q, n);
+                assert_eq!(y.len(), n);
+                let mut dot = [0f32];
+                ops::vec_dot(Rows::new(t, n, 1).unwrap(), &q, &yq, &mut dot).unwrap();
+                let yd = dequant(p, &yq, n);
+                let exact: f64 = y.iter().zip(&yd).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let scale: f64 = y.iter().zip(&yd).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                if exact.is_finite() && scale.is_finite() && scale < 1e30 {
+                    assert!(
+                        (dot[0] as f64 - exact).abs() <= 1e-5 * scale + 1e-30,
+                        "{t} x{nb}: dot {} vs {exact} (scale {scale})",
+                        dot[0]
+                    );
+                }
             }
         }
     }

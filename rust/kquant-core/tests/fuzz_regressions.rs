@@ -323,6 +323,23 @@ mod seeds {
         let tensors =
             all.iter().enumerate().map(|(i, &t)| tensor(t.name(), &[t.block_size() as u64], t, i as u8)).collect();
         out.push(("gguf/all_types.gguf", gguf(vec![], tensors)));
+        // the newer formats with several blocks per row and odd shapes (17- and 54-byte
+        // blocks leave the next tensor's offset to the alignment padding)
+        out.push((
+            "gguf/newer_types.gguf",
+            gguf(
+                vec![("general.architecture", "bitnet".into()), (ALIGNMENT_KEY, Value::U32(32))],
+                vec![
+                    tensor("tq1", &[768, 3], TQ1_0, 11),
+                    tensor("mx", &[96, 1, 5], MXFP4, 12),
+                    tensor("tq2", &[512, 1, 1, 3], TQ2_0, 13),
+                    tensor("nv", &[192, 7], NVFP4, 14),
+                    tensor("q1", &[384, 2, 3], Q1_0, 15),
+                    tensor("q2", &[64, 5], Q2_0, 16),
+                    tensor("mx.one", &[32], MXFP4, 17),
+                ],
+            ),
+        ));
         let mut v2 = gguf(
             vec![(ALIGNMENT_KEY, Value::U32(1)), ("s", "x".into())],
             vec![

@@ -381,3 +381,48 @@ fn mutations_never_panic() {
     assert!(accepted > 0);
     assert!(t.elapsed() < Duration::from_secs(20));
 }
+
+/// TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0 and Q2_0 tensors: odd block sizes (17, 54 bytes;
+/// 64- and 128-value blocks), partial blocks, block counts whose byte size overflows,
+/// data one byte short; what is accepted dequantizes whatever its bytes.
+#[test]
+fn newer_formats_sizes_shapes_and_block_counts() {
+    use kquant_core::ops::{self, Rows};
+    use kquant_core::QuantType;
+    for t in [QuantType::TQ1_0, QuantType::TQ2_0, QuantType::MXFP4, QuantType::NVFP4, QuantType::Q1_0, QuantType::Q2_0]
+    {
+        let (id, bs, ts) = (t.id(), t.block_size() as u64, t.type_size());
+        let name = t.name();
+        // a partial block, and a row of one and a half blocks
+        refused(&file(&[], &[tinfo("t", &[bs / 2], id, 0)], 32, 256), &["\"t\"", name, "block size"]);
+        refused(&file(&[], &[tinfo("t", &[bs * 3 / 2, 2], id, 0)], 32, 1024), &["\"t\"", name, "block size"]);
+        // huge block counts: element counts past 2^63, byte sizes far past the file (these
+        // blocks hold fewer bytes than values, so bytes cannot overflow before elements do)
+        refused(&file(&[], &[tinfo("t", &[bs << 50, 1 << 20], id, 0)], 32, 64), &["\"t\"", "too many elements"]);
+        refused(&file(&[], &[tinfo("t", &[bs << 50], id, 0)], 32, 64), &["\"t\"", "past the end"]);
+        refused(&file(&[], &[tinfo("t", &[bs, 1 << 40], id, 0)], 32, 64), &["\"t\"", "past the end"]);
+        // odd shapes: 3 blocks per row, 5 x 1 x 7 rows; exact data accepted, one byte short refused
+        let dims = [bs * 3, 5, 1, 7];
+        let nbytes = 3 * ts * 35;
+        let mut ok = file(&[], &[tinfo("t", &dims, id, 0)], 32, nbytes);
+        refused(&ok[..ok.len() - 1], &["\"t\"", "past the end"]);
+        let len = ok.len();
+        for (i, b) in ok[len - nbytes..].iter_mut().enumerate() {
+            *b = (i * 151 % 256) as u8; // every byte value, scales included
+        }
+        let g = GgufFile::parse(&ok).unwrap();
+        let ti = &g.tensors[0];
+        assert_eq!((ti.nbytes, ti.n_rows()), (nbytes as u64, 35));
+        let data = g.tensor_data(&ok, ti).unwrap();
+        let mut out = vec![0f32; (bs * 3 * 35) as usize];
+        ops::dequantize(Rows::new(t, (bs * 3) as usize, 35).unwrap(), data, &mut out).unwrap();
+        // a second tensor after an odd-sized one lands on the next aligned offset
+        let two = file(&[], &[tinfo("a", &[bs], id, 0), tinfo("b", &[bs], id, (ts as u64).div_ceil(32) * 32)], 32, 256);
+        let g = GgufFile::parse(&two).unwrap();
+        assert_eq!(g.tensors[1].nbytes, ts as u64);
+        let bad = file(&[], &[tinfo("a", &[bs], id, 0), tinfo("b", &[bs], id, ts as u64)], 32, 128);
+        if ts % 32 != 0 {
+            refused(&bad, &["\"b\""]);
+        }
+    }
+}

@@ -71,10 +71,17 @@ fn check_type(t: QuantType) -> Vec<String> {
     let rows = Rows::new(t, n, ROWS).unwrap();
     let x = g.f32s("x");
 
-    let mut q = vec![0u8; ROWS * rows.row_bytes];
-    ops::quantize(rows, &x, &mut q, None).unwrap();
-    if let Some(d) = first_diff_bytes(&q, &g.u8s("q"), rows.row_bytes) {
-        fails.push(format!("{t} quantize: {d}"));
+    // types ggml refuses to quantize without an importance matrix have no `q`
+    let plain = g.has("q");
+    if plain {
+        let mut q = vec![0u8; ROWS * rows.row_bytes];
+        ops::quantize(rows, &x, &mut q, None).unwrap();
+        if let Some(d) = first_diff_bytes(&q, &g.u8s("q"), rows.row_bytes) {
+            fails.push(format!("{t} quantize: {d}"));
+        }
+    } else {
+        let mut q = vec![0u8; ROWS * rows.row_bytes];
+        assert!(ops::quantize(rows, &x, &mut q, None).is_err(), "{t} quantizes without an imatrix");
     }
     if g.has("q_imat") {
         let imat = g.f32s("imat");
@@ -84,14 +91,39 @@ fn check_type(t: QuantType) -> Vec<String> {
             fails.push(format!("{t} quantize imatrix: {d}"));
         }
     }
-    let gq = g.u8s("q");
+    // (quantized bytes, their dequantized values, dot arrays' prefix) for each set
+    let mut sets = vec![];
+    if plain {
+        sets.push(("q", "dq", "dot"));
+    }
+    if g.has("dq_imat") {
+        sets.push(("q_imat", "dq_imat", "dot_imat"));
+    }
+    for (qname, dqname, dotname) in sets {
+        check_set(&mut g, t, rows, n, qname, dqname, dotname, &mut fails);
+    }
+    fails
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_set(
+    g: &mut Golden,
+    t: QuantType,
+    rows: Rows,
+    n: usize,
+    qname: &str,
+    dqname: &str,
+    dotname: &str,
+    fails: &mut Vec<String>,
+) {
+    let gq = g.u8s(qname);
     let mut dq = vec![0f32; ROWS * n];
     ops::dequantize(rows, &gq, &mut dq).unwrap();
-    let want = g.f32s("dq");
+    let want = g.f32s(dqname);
     if let Some(i) = (0..dq.len()).find(|&i| dq[i].to_bits() != want[i].to_bits()) {
-        fails.push(format!("{t} dequantize: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
+        fails.push(format!("{t} dequantize {qname}: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
     }
-    if g.has("dot") {
+    if g.has(dotname) {
         let yq = g.u8s("yq");
         let y = g.f32s("y");
         let partner = Rows::new(t.vec_dot_type(), n, ROWS).unwrap();
@@ -102,9 +134,9 @@ fn check_type(t: QuantType) -> Vec<String> {
         }
         let mut dots = vec![0f32; ROWS];
         ops::vec_dot(rows, &gq, &yq, &mut dots).unwrap();
-        let f64s = g.f64s("dot_f64");
-        let scalar = g.f32s("dot");
-        let avx2 = g.f32s("dot_avx2");
+        let f64s = g.f64s(&format!("{dotname}_f64"));
+        let scalar = g.f32s(dotname);
+        let avx2 = if g.has(&format!("{dotname}_avx2")) { g.f32s(&format!("{dotname}_avx2")) } else { scalar.clone() };
         let mut ydq = vec![0f32; ROWS * n];
         ops::dequantize(partner, &yq, &mut ydq).unwrap();
         for r in 0..ROWS {
@@ -118,16 +150,15 @@ fn check_type(t: QuantType) -> Vec<String> {
             let got = dots[r] as f64;
             if want.is_nan() {
                 if !got.is_nan() {
-                    fails.push(format!("{t} dot row {r}: got {got}, ggml gives NaN"));
+                    fails.push(format!("{t} {dotname} row {r}: got {got}, ggml gives NaN"));
                 }
                 continue;
             }
             if (got - want).abs() > 1e-5 * scale && got != want {
-                fails.push(format!("{t} dot row {r} ({}): got {got} want {want} (scale {scale})", CASES[r]));
+                fails.push(format!("{t} {dotname} row {r} ({}): got {got} want {want} (scale {scale})", CASES[r]));
             }
         }
     }
-    fails
 }
 
 #[test]

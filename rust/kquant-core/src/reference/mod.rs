@@ -10,6 +10,10 @@ pub mod float;
 pub mod iq4;
 pub mod iq4_nl;
 pub mod iq4_xs;
+pub mod mxfp4;
+pub mod nvfp4;
+pub mod q1_0;
+pub mod q2_0;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
@@ -23,6 +27,8 @@ pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
 pub mod search;
+pub mod tq1_0;
+pub mod tq2_0;
 
 use crate::types::QuantType;
 
@@ -61,9 +67,13 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         Q6K => &q6_k::KERNELS,
         IQ4NL => &iq4_nl::KERNELS,
         IQ4XS => &iq4_xs::KERNELS,
-        IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ1M | TQ1_0 | TQ2_0 | MXFP4 | NVFP4 | Q1_0 | Q2_0 => {
-            return None
-        }
+        TQ1_0 => &tq1_0::KERNELS,
+        TQ2_0 => &tq2_0::KERNELS,
+        MXFP4 => &mxfp4::KERNELS,
+        NVFP4 => &nvfp4::KERNELS,
+        Q1_0 => &q1_0::KERNELS,
+        Q2_0 => &q2_0::KERNELS,
+        IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ1M => return None,
     })
 }
 
