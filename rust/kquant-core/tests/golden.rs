@@ -71,10 +71,23 @@ fn check_type(t: QuantType) -> Vec<String> {
     let rows = Rows::new(t, n, ROWS).unwrap();
     let x = g.f32s("x");
 
-    let mut q = vec![0u8; ROWS * rows.row_bytes];
-    ops::quantize(rows, &x, &mut q, None).unwrap();
-    if let Some(d) = first_diff_bytes(&q, &g.u8s("q"), rows.row_bytes) {
-        fails.push(format!("{t} quantize: {d}"));
+    // the second set has no `q` for types ggml quantizes only with an importance matrix
+    if g.has("q") {
+        let mut q = vec![0u8; ROWS * rows.row_bytes];
+        ops::quantize(rows, &x, &mut q, None).unwrap();
+        if let Some(d) = first_diff_bytes(&q, &g.u8s("q"), rows.row_bytes) {
+            fails.push(format!("{t} quantize: {d}"));
+        }
+    }
+    if g.has("requires_imatrix") {
+        let wants: bool = g.npz.by_name("requires_imatrix").unwrap().unwrap().into_vec::<bool>().unwrap()[0];
+        if wants != t.requires_imatrix() {
+            fails.push(format!("{t} requires_imatrix: got {} want {wants}", t.requires_imatrix()));
+        }
+        let mut q = vec![0u8; ROWS * rows.row_bytes];
+        if wants && ops::quantize(rows, &x, &mut q, None).is_ok() {
+            fails.push(format!("{t} quantize without an importance matrix should fail"));
+        }
     }
     if g.has("q_imat") {
         let imat = g.f32s("imat");
@@ -84,14 +97,38 @@ fn check_type(t: QuantType) -> Vec<String> {
             fails.push(format!("{t} quantize imatrix: {d}"));
         }
     }
-    let gq = g.u8s("q");
-    let mut dq = vec![0f32; ROWS * n];
-    ops::dequantize(rows, &gq, &mut dq).unwrap();
-    let want = g.f32s("dq");
-    if let Some(i) = (0..dq.len()).find(|&i| dq[i].to_bits() != want[i].to_bits()) {
-        fails.push(format!("{t} dequantize: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
+    // (quantized bytes, their dequantization, dots prefix); the first set has `dq` and
+    // `dot*` for `q` only
+    for (qname, dqname, dotname) in [("q", "dq", "dot"), ("q_imat", "dq_imat", "dot_imat")] {
+        if !g.has(qname) || !g.has(dqname) {
+            continue;
+        }
+        let gq = g.u8s(qname);
+        let mut dq = vec![0f32; ROWS * n];
+        ops::dequantize(rows, &gq, &mut dq).unwrap();
+        let want = g.f32s(dqname);
+        if let Some(i) = (0..dq.len()).find(|&i| dq[i].to_bits() != want[i].to_bits()) {
+            fails.push(format!("{t} dequantize {qname}: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
+        }
+        if g.has(dotname) {
+            check_dots(t, &mut g, rows, n, &gq, &dq, dotname, &mut fails);
+        }
     }
-    if g.has("dot") {
+    fails
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_dots(
+    t: QuantType,
+    g: &mut Golden,
+    rows: Rows,
+    n: usize,
+    gq: &[u8],
+    dq: &[f32],
+    dotname: &str,
+    fails: &mut Vec<String>,
+) {
+    {
         let yq = g.u8s("yq");
         let y = g.f32s("y");
         let partner = Rows::new(t.vec_dot_type(), n, ROWS).unwrap();
@@ -101,10 +138,10 @@ fn check_type(t: QuantType) -> Vec<String> {
             fails.push(format!("{t} partner {} quantize: {d}", t.vec_dot_type()));
         }
         let mut dots = vec![0f32; ROWS];
-        ops::vec_dot(rows, &gq, &yq, &mut dots).unwrap();
-        let f64s = g.f64s("dot_f64");
-        let scalar = g.f32s("dot");
-        let avx2 = g.f32s("dot_avx2");
+        ops::vec_dot(rows, gq, &yq, &mut dots).unwrap();
+        let f64s = g.f64s(&format!("{dotname}_f64"));
+        let scalar = g.f32s(dotname);
+        let avx2 = g.f32s(&format!("{dotname}_avx2"));
         let mut ydq = vec![0f32; ROWS * n];
         ops::dequantize(partner, &yq, &mut ydq).unwrap();
         for r in 0..ROWS {
@@ -118,16 +155,15 @@ fn check_type(t: QuantType) -> Vec<String> {
             let got = dots[r] as f64;
             if want.is_nan() {
                 if !got.is_nan() {
-                    fails.push(format!("{t} dot row {r}: got {got}, ggml gives NaN"));
+                    fails.push(format!("{t} {dotname} row {r}: got {got}, ggml gives NaN"));
                 }
                 continue;
             }
             if (got - want).abs() > 1e-5 * scale && got != want {
-                fails.push(format!("{t} dot row {r} ({}): got {got} want {want} (scale {scale})", CASES[r]));
+                fails.push(format!("{t} {dotname} row {r} ({}): got {got} want {want} (scale {scale})", CASES[r]));
             }
         }
     }
-    fails
 }
 
 #[test]

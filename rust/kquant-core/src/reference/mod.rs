@@ -7,7 +7,11 @@
 
 pub mod common;
 pub mod float;
+pub mod iq2;
+pub mod iq2_s;
 pub mod iq2_tables;
+pub mod iq2_xs;
+pub mod iq2_xxs;
 pub mod iq4;
 pub mod iq4_nl;
 pub mod iq4_xs;
@@ -63,9 +67,10 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         Q6K => &q6_k::KERNELS,
         IQ4NL => &iq4_nl::KERNELS,
         IQ4XS => &iq4_xs::KERNELS,
-        IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ1M | TQ1_0 | TQ2_0 | MXFP4 | NVFP4 | Q1_0 | Q2_0 => {
-            return None
-        }
+        IQ2XXS => &iq2_xxs::KERNELS,
+        IQ2XS => &iq2_xs::KERNELS,
+        IQ2S => &iq2_s::KERNELS,
+        IQ3XXS | IQ3S | IQ1S | IQ1M | TQ1_0 | TQ2_0 | MXFP4 | NVFP4 | Q1_0 | Q2_0 => return None,
     })
 }
 
