@@ -5,6 +5,7 @@
 //! reach `dispatch` only through `overrides`, which demands an [`Avx2`] token.
 
 mod float;
+mod iq2;
 mod kquants;
 mod legacy;
 mod q8;
@@ -90,6 +91,13 @@ safe!(dequantize dequantize_iq4_xs = kquants::dequantize_iq4_xs);
 safe!(dequantize dequantize_f16 = float::dequantize_f16);
 safe!(dequantize dequantize_bf16 = float::dequantize_bf16);
 
+safe!(dequantize dequantize_iq2_xxs = iq2::dequantize_iq2_xxs);
+safe!(dequantize dequantize_iq2_xs = iq2::dequantize_iq2_xs);
+safe!(dequantize dequantize_iq2_s = iq2::dequantize_iq2_s);
+safe!(vec_dot vec_dot_iq2_xxs = iq2::vec_dot_iq2_xxs);
+safe!(vec_dot vec_dot_iq2_xs = iq2::vec_dot_iq2_xs);
+safe!(vec_dot vec_dot_iq2_s = iq2::vec_dot_iq2_s);
+
 safe!(vec_dot vec_dot_q4_0 = legacy::vec_dot_q4_0);
 safe!(vec_dot vec_dot_q4_1 = legacy::vec_dot_q4_1);
 safe!(vec_dot vec_dot_q5_0 = legacy::vec_dot_q5_0);
@@ -127,6 +135,9 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k as _), Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
         IQ4NL => (Some(quantize_iq4_nl as _), Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
         IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
+        IQ2XXS => (None, Some(dequantize_iq2_xxs as _), Some(vec_dot_iq2_xxs as _)),
+        IQ2XS => (None, Some(dequantize_iq2_xs as _), Some(vec_dot_iq2_xs as _)),
+        IQ2S => (None, Some(dequantize_iq2_s as _), Some(vec_dot_iq2_s as _)),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };
