@@ -185,25 +185,29 @@ pub fn split_signs(xb: &[f32], weight: &[f32], xval: &mut [f32], even: bool) -> 
     s
 }
 
-/// The scale search of IQ2_XS and IQ2_S on one 16-value group (`xval >= 0` except for a
-/// flipped value, `max` its largest value): 19 candidate inverse scales around
-/// `5 / max`, then the off-grid points redone at the best scale. Returns the scale and
-/// writes the levels to `l`.
-pub fn search16(
-    lat: &Lattice,
-    xval: &[f32; 16],
-    weight: &[f32; 16],
-    waux: &[f32; 16],
-    max: f32,
-    l: &mut [u8; 16],
-) -> f32 {
+/// Candidate inverse scales of IQ2_XS and IQ2_S for a group with largest value `max`:
+/// `(5 + is/10) / max` for `is` in -9..=9.
+pub const NCAND16: usize = 19;
+#[inline(always)]
+pub fn cand_id16(c: usize, max: f32) -> f32 {
+    ((2 * KMAXQ - 1) as f32 + (c as i32 - 9) as f32 * 0.1) / max
+}
+
+/// The winning candidate of a scale search: its scale, levels and which points were on
+/// the grid before the neighbour search.
+pub struct Best16 {
+    pub scale: f32,
+    pub l: [u8; 16],
+    pub on_grid: [bool; 2],
+}
+
+/// The candidate loop of ggml's IQ2_XS/IQ2_S search, one candidate at a time.
+pub fn candidates16(lat: &Lattice, xval: &[f32; 16], weight: &[f32; 16], waux: &[f32; 16], max: f32) -> Best16 {
     let mut laux = [0u8; 16];
     let mut best = 0.0f32;
-    let mut scale = max / (2 * KMAXQ - 1) as f32;
-    let mut on_grid = [true; 2];
-    *l = [0; 16];
-    for is in -9i32..=9 {
-        let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.1) / max;
+    let mut out = Best16 { scale: max / (2 * KMAXQ - 1) as f32, l: [0; 16], on_grid: [true; 2] };
+    for c in 0..NCAND16 {
+        let id = cand_id16(c, max);
         let this_scale = 1.0 / id;
         let mut on_aux = [true; 2];
         for k in 0..2 {
@@ -211,27 +215,38 @@ pub fn search16(
         }
         let (sumqx, sumq2) = fit_sums(xval, weight, &laux);
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-            scale = sumqx / sumq2;
-            best = scale * sumqx;
-            *l = laux;
-            on_grid = on_aux;
+            out.scale = sumqx / sumq2;
+            best = out.scale * sumqx;
+            out.l = laux;
+            out.on_grid = on_aux;
         }
     }
-    if (!on_grid[0] || !on_grid[1]) && scale > 0.0 {
+    out
+}
+
+/// After the candidates: the points that were off the grid are rounded again at the
+/// winning scale and the scale is refitted. Returns the scale; `b.l` holds the levels.
+pub fn refine16(lat: &Lattice, xval: &[f32; 16], weight: &[f32; 16], waux: &[f32; 16], b: &mut Best16) -> f32 {
+    let mut scale = b.scale;
+    if (!b.on_grid[0] || !b.on_grid[1]) && scale > 0.0 {
         let id = 1.0 / scale;
         for k in 0..2 {
-            if on_grid[k] {
+            if b.on_grid[k] {
                 continue;
             }
-            round_point(lat, &xval[8 * k..], &waux[8 * k..], id, scale, &mut l[8 * k..]);
+            round_point(lat, &xval[8 * k..], &waux[8 * k..], id, scale, &mut b.l[8 * k..]);
         }
-        let (sumqx, sumq2) = fit_sums(xval, weight, l);
+        let (sumqx, sumq2) = fit_sums(xval, weight, &b.l);
         if sumq2 > 0.0 {
             scale = sumqx / sumq2;
         }
     }
     scale
 }
+
+/// A search over the 16 values of one group (`xval >= 0` except for a flipped value,
+/// `max` its largest value), giving the scale and the levels.
+pub type Search16<'a> = &'a dyn Fn(&[f32; 16], &[f32; 16], &[f32; 16], f32) -> Best16;
 
 /// The 4-bit group scale code for `scale` under super-block inverse scale `id`.
 #[inline]

@@ -5,7 +5,7 @@
 //! it with Q8_K.
 
 use super::common::{read_f16, read_f32, GROUP_MAX_EPS};
-use super::iq2::{self, f16_bits, grid_index, scale_code, search16, split_signs, GRID_XS, KSIGNS};
+use super::iq2::{self, f16_bits, grid_index, scale_code, split_signs, GRID_XS, KSIGNS};
 use super::q8_k;
 use super::Kernels;
 use crate::types::QK_K;
@@ -72,6 +72,14 @@ fn vec_dot(q: &[u8], yq: &[u8]) -> f32 {
 /// a call without them, so `None` (a direct call) counts as weights of 1.
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     let lat = iq2::lattice_xs();
+    quantize_with(x, q, imat, &|xv, w, wa, max| iq2::candidates16(lat, xv, w, wa, max));
+}
+
+/// The quantizer with the candidate search `search` (the reference's, or a SIMD one
+/// giving the same result).
+#[inline(always)]
+pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: iq2::Search16) {
+    let lat = iq2::lattice_xs();
     let ones = [1.0f32; QK_K];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
         let qwb = imat.map_or(&ones[..], |w| &w[ibl * QK_K..(ibl + 1) * QK_K]);
@@ -100,8 +108,9 @@ fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
             if max < GROUP_MAX_EPS {
                 continue;
             }
-            let mut l = [0u8; 16];
-            let mut scale = search16(lat, &xval, &weight, &waux, max, &mut l);
+            let mut b = search(&xval, &weight, &waux, max);
+            let mut scale = iq2::refine16(lat, &xval, &weight, &waux, &mut b);
+            let l = b.l;
             if scale < 0.0 {
                 scale = -scale;
                 for s in &mut signs {

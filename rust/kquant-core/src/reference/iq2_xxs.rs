@@ -5,6 +5,7 @@
 
 use super::common::{read_f16, read_f32, GROUP_MAX_EPS};
 use super::iq2::{self, f16_bits, fit_sums, grid_index, round_point, scale_code, split_signs, GRID_XXS, KMAXQ, KSIGNS};
+use super::lattice::Lattice;
 use super::q8_k;
 use super::search::make_qp_quants;
 use super::Kernels;
@@ -75,6 +76,14 @@ fn vec_dot(q: &[u8], yq: &[u8]) -> f32 {
 /// a call without them, so `None` (a direct call) counts as weights of 1.
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     let lat = iq2::lattice_xxs();
+    quantize_with(x, q, imat, &|xv, w, wa, m| candidates(lat, xv, w, wa, m));
+}
+
+/// The quantizer with the candidate loop `search` (the reference's, or a SIMD one
+/// giving the same result).
+#[inline(always)]
+pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: Search32) {
+    let lat = iq2::lattice_xxs();
     let ones = [1.0f32; QK_K];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
         let qwb = imat.map_or(&ones[..], |w| &w[ibl * QK_K..(ibl + 1) * QK_K]);
@@ -85,7 +94,7 @@ fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         for ib in 0..QK_K / 32 {
             let xb = &xbl[32 * ib..32 * ib + 32];
             let qw = &qwb[32 * ib..32 * ib + 32];
-            let (scale, l, signs) = quantize_group(lat, xb, qw, sigma2);
+            let (scale, l, signs) = quantize_group(lat, xb, qw, sigma2, search);
             let Some(signs) = signs else { continue };
             for k in 0..4 {
                 let j = grid_index(lat, &l[8 * k..8 * k + 8]) as u32;
@@ -111,13 +120,53 @@ fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     }
 }
 
+/// Candidate inverse scales for a group with `eff_max = 3 * scale`: `(5 + is/10) /
+/// eff_max` for `is` in -6..=6.
+pub const NCAND: usize = 13;
+#[inline(always)]
+pub fn cand_id(c: usize, eff_max: f32) -> f32 {
+    ((2 * KMAXQ - 1) as f32 + (c as i32 - 6) as f32 * 0.1) / eff_max
+}
+
+/// The candidate loop over the 32 values of a group: the last candidate that improved
+/// on the best fit (scale and levels), or None when none did.
+pub type Search32<'a> = &'a dyn Fn(&[f32; 32], &[f32; 32], &[f32; 32], f32) -> Option<(f32, [u8; 32])>;
+
+/// ggml's candidate loop, one candidate at a time.
+pub fn candidates(
+    lat: &Lattice,
+    xval: &[f32; 32],
+    weight: &[f32; 32],
+    waux: &[f32; 32],
+    eff_max: f32,
+) -> Option<(f32, [u8; 32])> {
+    let mut laux = [0u8; 32];
+    let mut best = 0.0f32;
+    let mut out = None;
+    for c in 0..NCAND {
+        let id = cand_id(c, eff_max);
+        let this_scale = 1.0 / id;
+        for k in 0..4 {
+            round_point(lat, &xval[8 * k..], &waux[8 * k..], id, this_scale, &mut laux[8 * k..]);
+        }
+        let (sumqx, sumq2) = fit_sums(xval, weight, &laux);
+        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+            let scale = sumqx / sumq2;
+            best = scale * sumqx;
+            out = Some((scale, laux));
+        }
+    }
+    out
+}
+
 /// One group of 32: its scale, levels and 7-bit sign codes; `(0, _, None)` for a group
 /// ggml leaves empty (all zero, or no positive scale).
 pub fn quantize_group(
-    lat: &super::lattice::Lattice,
+    lat: &Lattice,
     xb: &[f32],
     qw: &[f32],
     sigma2: f32,
+    search: Search32,
 ) -> (f32, [u8; 32], Option<[u8; 4]>) {
     let mut weight = [0.0f32; 32];
     let mut waux = [0.0f32; 32];
@@ -144,20 +193,9 @@ pub fn quantize_group(
     if eff_max <= 0.0 {
         return (0.0, [0; 32], None);
     }
-    let mut laux = [0u8; 32];
-    let mut best = 0.0f32;
-    for is in -6i32..=6 {
-        let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.1) / eff_max;
-        let this_scale = 1.0 / id;
-        for k in 0..4 {
-            round_point(lat, &xval[8 * k..], &waux[8 * k..], id, this_scale, &mut laux[8 * k..]);
-        }
-        let (sumqx, sumq2) = fit_sums(&xval, &weight, &laux);
-        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-            scale = sumqx / sumq2;
-            best = scale * sumqx;
-            l = laux;
-        }
+    if let Some((sc, lw)) = search(&xval, &weight, &waux, eff_max) {
+        scale = sc;
+        l = lw;
     }
     if scale > 0.0 {
         let id = 1.0 / scale;
