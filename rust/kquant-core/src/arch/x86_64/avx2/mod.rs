@@ -73,6 +73,9 @@ safe!(quantize_imat quantize_q4_0 = quant::quantize_q4_0);
 safe!(quantize_imat quantize_q4_1 = quant::quantize_q4_1);
 safe!(quantize_imat quantize_q5_0 = quant::quantize_q5_0);
 safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
+safe!(quantize_imat quantize_iq2_xxs = quant::quantize_iq2_xxs);
+safe!(quantize_imat quantize_iq2_xs = quant::quantize_iq2_xs);
+safe!(quantize_imat quantize_iq2_s = quant::quantize_iq2_s);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -135,9 +138,9 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k as _), Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
         IQ4NL => (Some(quantize_iq4_nl as _), Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
         IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
-        IQ2XXS => (None, Some(dequantize_iq2_xxs as _), Some(vec_dot_iq2_xxs as _)),
-        IQ2XS => (None, Some(dequantize_iq2_xs as _), Some(vec_dot_iq2_xs as _)),
-        IQ2S => (None, Some(dequantize_iq2_s as _), Some(vec_dot_iq2_s as _)),
+        IQ2XXS => (Some(quantize_iq2_xxs as _), Some(dequantize_iq2_xxs as _), Some(vec_dot_iq2_xxs as _)),
+        IQ2XS => (Some(quantize_iq2_xs as _), Some(dequantize_iq2_xs as _), Some(vec_dot_iq2_xs as _)),
+        IQ2S => (Some(quantize_iq2_s as _), Some(dequantize_iq2_s as _), Some(vec_dot_iq2_s as _)),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };
