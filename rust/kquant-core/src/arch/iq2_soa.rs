@@ -48,7 +48,8 @@ impl Soa {
                 let pick = |j: usize| c.get(8 * chunk + j).copied().unwrap_or(c[0]) as usize;
                 for i in 0..8 {
                     for j in 0..8 {
-                        levels.push(lat.levels(pick(j))[i]);
+                        // coordinates 4..8 index the upper half of `level_tables`
+                        levels.push(lat.levels(pick(j))[i] + if i >= 4 { 4 } else { 0 });
                     }
                 }
                 for j in 0..8 {

@@ -76,13 +76,15 @@ fn vec_dot(q: &[u8], yq: &[u8]) -> f32 {
 /// a call without them, so `None` (a direct call) counts as weights of 1.
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     let lat = iq2::lattice_xxs();
-    quantize_with(x, q, imat, &|xv, w, wa, m| candidates(lat, xv, w, wa, m));
+    quantize_with(x, q, imat, &|xv, w, wa, m| candidates(lat, xv, w, wa, m), &|xv, l, w| {
+        make_qp_quants(KMAXQ + 1, xv, l, w)
+    });
 }
 
 /// The quantizer with the candidate loop `search` (the reference's, or a SIMD one
 /// giving the same result).
 #[inline(always)]
-pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: Search32) {
+pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: Search32, qp: Qp32) {
     let lat = iq2::lattice_xxs();
     let ones = [1.0f32; QK_K];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
@@ -94,7 +96,7 @@ pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: Sear
         for ib in 0..QK_K / 32 {
             let xb = &xbl[32 * ib..32 * ib + 32];
             let qw = &qwb[32 * ib..32 * ib + 32];
-            let (scale, l, signs) = quantize_group(lat, xb, qw, sigma2, search);
+            let (scale, l, signs) = quantize_group(lat, xb, qw, sigma2, search, qp);
             let Some(signs) = signs else { continue };
             for k in 0..4 {
                 let j = grid_index(lat, &l[8 * k..8 * k + 8]) as u32;
@@ -131,6 +133,8 @@ pub fn cand_id(c: usize, eff_max: f32) -> f32 {
 /// The candidate loop over the 32 values of a group: the last candidate that improved
 /// on the best fit (scale and levels), or None when none did.
 pub type Search32<'a> = &'a dyn Fn(&[f32; 32], &[f32; 32], &[f32; 32], f32) -> Option<(f32, [u8; 32])>;
+/// ggml's `make_qp_quants(32, 4, xval, L, weight)` (the reference's or a SIMD one).
+pub type Qp32<'a> = &'a dyn Fn(&[f32; 32], &mut [u8; 32], &[f32; 32]) -> f32;
 
 /// ggml's candidate loop, one candidate at a time.
 pub fn candidates(
@@ -167,6 +171,7 @@ pub fn quantize_group(
     qw: &[f32],
     sigma2: f32,
     search: Search32,
+    qp: Qp32,
 ) -> (f32, [u8; 32], Option<[u8; 4]>) {
     let mut weight = [0.0f32; 32];
     let mut waux = [0.0f32; 32];
@@ -188,7 +193,7 @@ pub fn quantize_group(
     if max < GROUP_MAX_EPS {
         return (0.0, l, None);
     }
-    let mut scale = make_qp_quants(KMAXQ + 1, &xval, &mut l, &weight);
+    let mut scale = qp(&xval, &mut l, &weight);
     let eff_max = scale * KMAXQ as f32;
     if eff_max <= 0.0 {
         return (0.0, [0; 32], None);

@@ -63,12 +63,18 @@ mod iq2_entries {
     unsafe fn cand32(soa: &Soa, xv: &[f32; 32], w: &[f32; 32], wa: &[f32; 32], m: f32) -> Option<(f32, [u8; 32])> {
         iq2::candidates32(soa, xv, w, wa, m)
     }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn qp32(x: &[f32; 32], l: &mut [u8; 32], w: &[f32; 32]) -> f32 {
+        iq2::make_qp_quants32(x, l, w)
+    }
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     pub(in super::super) unsafe fn quantize_iq2_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_xxs();
         // SAFETY: the caller guarantees the CPU features `cand32` is compiled for.
-        iq2_xxs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand32(soa, a, b, c, d) })
+        iq2_xxs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand32(soa, a, b, c, d) }, &|a, l, w| unsafe {
+            qp32(a, l, w)
+        })
     }
     /// # Safety
     /// As `quantize_iq2_xxs`.

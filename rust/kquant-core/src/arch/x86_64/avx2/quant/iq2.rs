@@ -18,35 +18,39 @@
 use super::v8::*;
 use super::v8_iq2::*;
 use crate::arch::iq2_soa::{List, Soa};
+use crate::reference::common::{nearest_int, GROUP_MAX_EPS};
 use crate::reference::iq2::{cand_id16, Best16, KMAXQ, NCAND16};
 use crate::reference::iq2_xxs::{cand_id, NCAND};
 use crate::reference::lattice::unpack;
+use crate::reference::search::qp_finish;
 
 /// The grid point (packed levels) `iq2_find_best_neighbour` picks from `list` for
 /// the 8 values `xval` with weights `w` at scale `scale`.
 #[inline(always)]
 unsafe fn best_neighbour(list: &List, xval: &[f32], w: &[f32], scale: f32) -> u16 {
-    let mut tabs = [zero(); 8];
-    for i in 0..8 {
-        let mut t = [0.0f32; 4];
-        for (l, ti) in t.iter_mut().take(3).enumerate() {
-            let diff = scale * (2 * l + 1) as f32 - xval[i];
-            *ti = w[i] * diff * diff;
-        }
-        tabs[i] = table4(t);
+    // the error of each coordinate (lane) at each level, as the reference computes it
+    let (x8, w8) = (loadx(xval, 0), loadx(w, 0));
+    let mut t = [zero(); 3];
+    for (l, tl) in t.iter_mut().enumerate() {
+        let diff = sub(set(scale * (2 * l + 1) as f32), x8);
+        *tl = mul(mul(w8, diff), diff);
     }
+    let tabs = level_tables(t);
     let mut best = f32::MAX;
     let mut at = 0;
     for c in 0..list.codes.len() / 8 {
         let mut d = zero();
         for i in 0..8 {
-            d = add(d, pick4(tabs[i], load_u8x8(list.levels, 64 * c + 8 * i)));
+            d = add(d, pick8(tabs[i % 4], load_u8x8(list.levels, 64 * c + 8 * i)));
         }
-        let d = lanes(d);
-        for j in 0..8.min(list.n - 8 * c) {
-            if d[j] < best {
-                best = d[j];
-                at = 8 * c + j;
+        // padding lanes repeat the first candidate and cannot beat it
+        if any(lt(d, set(best))) {
+            let d = lanes(d);
+            for j in 0..8 {
+                if d[j] < best {
+                    best = d[j];
+                    at = 8 * c + j;
+                }
             }
         }
     }
@@ -196,4 +200,51 @@ pub unsafe fn candidates32(
         }
     }
     win.map(|(scale, c)| (scale, levels_of::<4, 32>(&r.codes[c])))
+}
+
+/// `make_qp_quants(32, 4, x, l, w)` with its eight trial scales in lanes.
+#[inline(always)]
+pub unsafe fn make_qp_quants32(x: &[f32; 32], l: &mut [u8; 32], w: &[f32; 32]) -> f32 {
+    const NMAX: i32 = KMAXQ + 1;
+    let mut max = 0.0f32;
+    for &v in x {
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        *l = [0; 32];
+        return 0.0;
+    }
+    let nmaxf = NMAX as f32;
+    let mut iscale = nmaxf / max;
+    for i in 0..32 {
+        // the unclamped level wraps into the byte, as in ggml
+        l[i] = nearest_int(iscale * x[i]) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for i in 0..32 {
+        let diff = x[i] - scale * (l[i] as f32);
+        best_mse += w[i] * diff * diff;
+    }
+    let mut isc = [0.0f32; 8];
+    for (j, is) in [-4i32, -3, -2, -1, 1, 2, 3, 4].into_iter().enumerate() {
+        isc[j] = (0.1f32 * is as f32 + nmaxf) / max;
+    }
+    let iv = loadx(&isc, 0);
+    let sv = div(set(1.0), iv);
+    let mut mse = zero();
+    for i in 0..32 {
+        let xi = set(x[i]);
+        let q = mini(nearest(mul(iv, xi)), seti(NMAX));
+        let diff = sub(xi, mul(sv, tof(q)));
+        mse = add(mse, mul(mul(set(w[i]), diff), diff));
+    }
+    let m = lanes(mse);
+    for j in 0..8 {
+        if m[j] < best_mse {
+            best_mse = m[j];
+            iscale = isc[j];
+        }
+    }
+    qp_finish(NMAX, x, l, w, iscale)
 }
