@@ -108,3 +108,56 @@ def test_dequantize_imatrix_bit_exact(golden):
         pytest.skip(f"{t} has no dq_imat")
     dq = kquant.dequantize(g["q_imat"], t)
     assert np.array_equal(dq.view(np.uint32), g["dq_imat"].view(np.uint32))
+# ---- second set (README "Second set"): found by the `requires_imatrix` key, so every
+# implemented type with such a file is checked without editing a list here
+
+
+def _second_set() -> list:
+    from .conftest import golden_dir
+
+    out = []
+    for t in QuantType:
+        path = golden_dir() / f"{t.name}.npz"
+        if t.is_implemented and path.is_file():
+            with np.load(path) as z:
+                if "requires_imatrix" in z.files:
+                    out.append(t.name)
+    return out
+
+
+@pytest.fixture(scope="module", params=_second_set())
+def golden2(request, golden_path):
+    with np.load(golden_path / f"{request.param}.npz") as z:
+        return request.param, {k: z[k] for k in z.files}
+
+
+def test_second_set_quantize(golden2):
+    t, g = golden2
+    assert bool(g["requires_imatrix"]) == QuantType[t].requires_imatrix
+    if "q" in g:
+        q = kquant.quantize(g["x"], t)
+        assert np.array_equal(q, g["q"]), _first_diff(q, g["q"], g["case_names"])
+    else:
+        with pytest.raises(ValueError, match="importance matrix"):
+            kquant.quantize(g["x"], t)
+    q = kquant.quantize(g["x"], t, imatrix=g["imat"])
+    assert np.array_equal(q, g["q_imat"]), _first_diff(q, g["q_imat"], g["case_names"])
+
+
+@pytest.mark.parametrize("which", ["", "_imat"])
+def test_second_set_dequantize_and_dot(golden2, which):
+    t, g = golden2
+    if f"q{which}" not in g:
+        pytest.skip(f"{t}: ggml quantizes it only with an importance matrix")
+    q, dq = g[f"q{which}"], g[f"dq{which}"]
+    got = kquant.dequantize(q, t)
+    assert np.array_equal(got.view(np.uint32), dq.view(np.uint32))
+    dots = kquant.vec_dot(q, g["yq"], t)
+    p = kquant.vec_dot_type(t)
+    scale = np.abs(dq.astype(np.float64) * kquant.dequantize(g["yq"], p).astype(np.float64)).sum(axis=1)
+    want = g[f"dot{which}_f64"]
+    same_as_ggml = (dots.view(np.uint32) == g[f"dot{which}"].view(np.uint32)) | (
+        dots.view(np.uint32) == g[f"dot{which}_avx2"].view(np.uint32)
+    )
+    ok = same_as_ggml | (np.abs(dots.astype(np.float64) - want) <= 1e-5 * scale)
+    assert np.all(ok), f"dots {dots[~ok]} want {want[~ok]} (scale {scale[~ok]})"

@@ -217,3 +217,46 @@ def test_part2_dots_against_f64(name, data):
     want = (a * b).sum(axis=1)
     scale = np.abs(a * b).sum(axis=1)
     assert np.all(np.abs(dots - want) <= 1e-5 * scale + 1e-30), (dots, want, scale)
+# Lattice i-quants. ggml aborts on overflowing weights (a search with no finite error),
+# so the scales stay where x*x is finite; without an importance matrix ggml refuses the
+# types that require one, and kquant raises instead.
+LATTICE_TYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S"]
+FINITE_SCALES = (-140, -126, -40, -12, -4, 0, 0, 0, 3, 12, 40)
+
+
+@pytest.mark.skipif(libgguf is None, reason="libgguf wheels are x86-64 only")
+@pytest.mark.parametrize("name", LATTICE_TYPES)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_libgguf_bytes_lattice(name, data):
+    t = QuantType[name]
+    x = data.draw(rows(t.block_size, max_blocks=3, scales=FINITE_SCALES))
+    if t.requires_imatrix:
+        with pytest.raises(ValueError, match="importance matrix"):
+            kquant.quantize(x, t)
+    else:
+        want = libgguf.quantize_rows(x, t.value)
+        got = kquant.quantize(x, t)
+        assert np.array_equal(got, want), "quantize: " + _diff(got, want)
+    w = data.draw(imatrices(x.shape[1]))
+    want_i = libgguf.quantize_rows(x, t.value, imatrix=w)
+    got_i = kquant.quantize(x, t, imatrix=w)
+    assert np.array_equal(got_i, want_i), "quantize with imatrix: " + _diff(got_i, want_i)
+    dq = kquant.dequantize(got_i, t)
+    assert np.array_equal(dq.view(np.uint32), libgguf.dequantize_rows(got_i, t.value).view(np.uint32))
+    assert_same_floats(dq, gguf_quants.dequantize(got_i, GGMLQuantizationType(t.value)).astype(np.float32))
+
+
+@pytest.mark.parametrize("name", LATTICE_TYPES)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_random_bytes_dequantize_lattice(name, data):
+    """Any block bytes dequantize (no panic) as gguf-py does, and dot without a panic."""
+    t = QuantType[name]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    nb = data.draw(st.integers(1, 3))
+    q = rng.integers(0, 256, (2, nb * t.type_size), dtype=np.uint8)
+    got = kquant.dequantize(q, t)
+    assert_same_floats(got, gguf_quants.dequantize(q, GGMLQuantizationType(t.value)).astype(np.float32))
+    y = kquant.quantize(rng.standard_normal((2, nb * 256)).astype(np.float32), kquant.vec_dot_type(t))
+    assert kquant.vec_dot(q, y, t).shape == (2,)

@@ -71,17 +71,23 @@ fn check_type(t: QuantType) -> Vec<String> {
     let rows = Rows::new(t, n, ROWS).unwrap();
     let x = g.f32s("x");
 
-    // types ggml refuses to quantize without an importance matrix have no `q`
-    let plain = g.has("q");
-    if plain {
+    // the second set has no `q` for types ggml quantizes only with an importance matrix
+    if g.has("q") {
         let mut q = vec![0u8; ROWS * rows.row_bytes];
         ops::quantize(rows, &x, &mut q, None).unwrap();
         if let Some(d) = first_diff_bytes(&q, &g.u8s("q"), rows.row_bytes) {
             fails.push(format!("{t} quantize: {d}"));
         }
-    } else {
+    }
+    if g.has("requires_imatrix") {
+        let wants: bool = g.npz.by_name("requires_imatrix").unwrap().unwrap().into_vec::<bool>().unwrap()[0];
+        if wants != t.requires_imatrix() {
+            fails.push(format!("{t} requires_imatrix: got {} want {wants}", t.requires_imatrix()));
+        }
         let mut q = vec![0u8; ROWS * rows.row_bytes];
-        assert!(ops::quantize(rows, &x, &mut q, None).is_err(), "{t} quantizes without an imatrix");
+        if wants && ops::quantize(rows, &x, &mut q, None).is_ok() {
+            fails.push(format!("{t} quantize without an importance matrix should fail"));
+        }
     }
     if g.has("q_imat") {
         let imat = g.f32s("imat");
@@ -91,39 +97,38 @@ fn check_type(t: QuantType) -> Vec<String> {
             fails.push(format!("{t} quantize imatrix: {d}"));
         }
     }
-    // (quantized bytes, their dequantized values, dot arrays' prefix) for each set
-    let mut sets = vec![];
-    if plain {
-        sets.push(("q", "dq", "dot"));
-    }
-    if g.has("dq_imat") {
-        sets.push(("q_imat", "dq_imat", "dot_imat"));
-    }
-    for (qname, dqname, dotname) in sets {
-        check_set(&mut g, t, rows, n, qname, dqname, dotname, &mut fails);
+    // (quantized bytes, their dequantization, dots prefix); the first set has `dq` and
+    // `dot*` for `q` only
+    for (qname, dqname, dotname) in [("q", "dq", "dot"), ("q_imat", "dq_imat", "dot_imat")] {
+        if !g.has(qname) || !g.has(dqname) {
+            continue;
+        }
+        let gq = g.u8s(qname);
+        let mut dq = vec![0f32; ROWS * n];
+        ops::dequantize(rows, &gq, &mut dq).unwrap();
+        let want = g.f32s(dqname);
+        if let Some(i) = (0..dq.len()).find(|&i| dq[i].to_bits() != want[i].to_bits()) {
+            fails.push(format!("{t} dequantize {qname}: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
+        }
+        if g.has(dotname) {
+            check_dots(t, &mut g, rows, n, &gq, &dq, dotname, &mut fails);
+        }
     }
     fails
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_set(
-    g: &mut Golden,
+fn check_dots(
     t: QuantType,
+    g: &mut Golden,
     rows: Rows,
     n: usize,
-    qname: &str,
-    dqname: &str,
+    gq: &[u8],
+    dq: &[f32],
     dotname: &str,
     fails: &mut Vec<String>,
 ) {
-    let gq = g.u8s(qname);
-    let mut dq = vec![0f32; ROWS * n];
-    ops::dequantize(rows, &gq, &mut dq).unwrap();
-    let want = g.f32s(dqname);
-    if let Some(i) = (0..dq.len()).find(|&i| dq[i].to_bits() != want[i].to_bits()) {
-        fails.push(format!("{t} dequantize {qname}: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
-    }
-    if g.has(dotname) {
+    {
         let yq = g.u8s("yq");
         let y = g.f32s("y");
         let partner = Rows::new(t.vec_dot_type(), n, ROWS).unwrap();
@@ -133,7 +138,7 @@ fn check_set(
             fails.push(format!("{t} partner {} quantize: {d}", t.vec_dot_type()));
         }
         let mut dots = vec![0f32; ROWS];
-        ops::vec_dot(rows, &gq, &yq, &mut dots).unwrap();
+        ops::vec_dot(rows, gq, &yq, &mut dots).unwrap();
         let f64s = g.f64s(&format!("{dotname}_f64"));
         let scalar = g.f32s(dotname);
         let avx2 = if g.has(&format!("{dotname}_avx2")) { g.f32s(&format!("{dotname}_avx2")) } else { scalar.clone() };

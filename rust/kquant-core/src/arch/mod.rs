@@ -13,6 +13,9 @@ pub(crate) mod x86_64;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
 
+#[allow(dead_code)]
+pub(crate) mod iq2_soa;
+
 #[doc(hidden)]
 pub mod parity;
 

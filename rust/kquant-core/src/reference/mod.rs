@@ -7,9 +7,15 @@
 
 pub mod common;
 pub mod float;
+pub mod iq2;
+pub mod iq2_s;
+pub mod iq2_tables;
+pub mod iq2_xs;
+pub mod iq2_xxs;
 pub mod iq4;
 pub mod iq4_nl;
 pub mod iq4_xs;
+pub mod lattice;
 pub mod mxfp4;
 pub mod nvfp4;
 pub mod q1_0;
@@ -73,7 +79,10 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         NVFP4 => &nvfp4::KERNELS,
         Q1_0 => &q1_0::KERNELS,
         Q2_0 => &q2_0::KERNELS,
-        IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ1M => return None,
+        IQ2XXS => &iq2_xxs::KERNELS,
+        IQ2XS => &iq2_xs::KERNELS,
+        IQ2S => &iq2_s::KERNELS,
+        IQ3XXS | IQ3S | IQ1S | IQ1M => return None,
     })
 }
 

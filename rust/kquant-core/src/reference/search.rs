@@ -203,7 +203,13 @@ pub fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], quant_weights: &[f32])
             iscale = iscale_is;
         }
     }
+    qp_finish(nmax, x, l, quant_weights, iscale)
+}
 
+/// The end of `make_qp_quants` once the inverse scale `iscale` is chosen: the levels
+/// at that scale, refined one level at a time; returns the scale.
+pub fn qp_finish(nmax: i32, x: &[f32], l: &mut [u8], quant_weights: &[f32], iscale: f32) -> f32 {
+    let n = x.len();
     let mut sumlx = 0.0f32;
     let mut suml2 = 0.0f32;
     for i in 0..n {

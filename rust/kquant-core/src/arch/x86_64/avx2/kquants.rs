@@ -153,7 +153,7 @@ unsafe fn group4<const B: usize, const MIN: bool, const D: usize, const DMIN: us
 /// place (ggml's scalar and AVX2 dots included); this one is exact up to the final
 /// rounding, so it agrees with a float64 dot of the dequantized rows.
 #[inline(always)]
-unsafe fn dot_by4<const B: usize, const MIN: bool, const D: usize, const DMIN: usize>(
+pub(super) unsafe fn dot_by4<const B: usize, const MIN: bool, const D: usize, const DMIN: usize>(
     q: &[u8],
     yq: &[u8],
     sums: impl Fn(&[u8; B], &[u8; Q8K]) -> (__m256i, __m256i),

@@ -5,6 +5,7 @@
 //! reach `dispatch` only through `overrides`, which demands an [`Avx2`] token.
 
 mod float;
+mod iq2;
 mod kquants;
 mod legacy;
 mod q8;
@@ -72,6 +73,9 @@ safe!(quantize_imat quantize_q4_0 = quant::quantize_q4_0);
 safe!(quantize_imat quantize_q4_1 = quant::quantize_q4_1);
 safe!(quantize_imat quantize_q5_0 = quant::quantize_q5_0);
 safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
+safe!(quantize_imat quantize_iq2_xxs = quant::quantize_iq2_xxs);
+safe!(quantize_imat quantize_iq2_xs = quant::quantize_iq2_xs);
+safe!(quantize_imat quantize_iq2_s = quant::quantize_iq2_s);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -89,6 +93,13 @@ safe!(dequantize dequantize_q6_k = kquants::dequantize_q6_k);
 safe!(dequantize dequantize_iq4_xs = kquants::dequantize_iq4_xs);
 safe!(dequantize dequantize_f16 = float::dequantize_f16);
 safe!(dequantize dequantize_bf16 = float::dequantize_bf16);
+
+safe!(dequantize dequantize_iq2_xxs = iq2::dequantize_iq2_xxs);
+safe!(dequantize dequantize_iq2_xs = iq2::dequantize_iq2_xs);
+safe!(dequantize dequantize_iq2_s = iq2::dequantize_iq2_s);
+safe!(vec_dot vec_dot_iq2_xxs = iq2::vec_dot_iq2_xxs);
+safe!(vec_dot vec_dot_iq2_xs = iq2::vec_dot_iq2_xs);
+safe!(vec_dot vec_dot_iq2_s = iq2::vec_dot_iq2_s);
 
 safe!(vec_dot vec_dot_q4_0 = legacy::vec_dot_q4_0);
 safe!(vec_dot vec_dot_q4_1 = legacy::vec_dot_q4_1);
@@ -127,6 +138,9 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k as _), Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
         IQ4NL => (Some(quantize_iq4_nl as _), Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
         IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
+        IQ2XXS => (Some(quantize_iq2_xxs as _), Some(dequantize_iq2_xxs as _), Some(vec_dot_iq2_xxs as _)),
+        IQ2XS => (Some(quantize_iq2_xs as _), Some(dequantize_iq2_xs as _), Some(vec_dot_iq2_xs as _)),
+        IQ2S => (Some(quantize_iq2_s as _), Some(dequantize_iq2_s as _), Some(vec_dot_iq2_s as _)),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };

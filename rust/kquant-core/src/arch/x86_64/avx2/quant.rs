@@ -15,10 +15,12 @@
 // Lanes, groups and values are all addressed by index, as in the reference.
 #![allow(clippy::needless_range_loop)]
 
+mod iq2;
 mod kquants;
 mod lanes;
 mod legacy;
 mod v8;
+mod v8_iq2;
 
 /// The entry points: the shared code compiled with AVX2 (and FMA/F16C, which it does
 /// not use: no multiply-add may be fused).
@@ -44,6 +46,52 @@ entries! {
     quantize_q5_0 = legacy::quantize_q5_0;
     quantize_q5_1 = legacy::quantize_q5_1;
 }
+
+/// The IQ2 quantizers: the reference's code around a candidate search compiled with
+/// AVX2 (called once per group).
+mod iq2_entries {
+    use super::iq2;
+    use crate::arch::iq2_soa::{soa_s, soa_xs, soa_xxs, Soa};
+    use crate::reference::iq2::Best16;
+    use crate::reference::{iq2_s, iq2_xs, iq2_xxs};
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn cand16(soa: &Soa, xv: &[f32; 16], w: &[f32; 16], wa: &[f32; 16], max: f32) -> Best16 {
+        iq2::candidates16(soa, xv, w, wa, max)
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn cand32(soa: &Soa, xv: &[f32; 32], w: &[f32; 32], wa: &[f32; 32], m: f32) -> Option<(f32, [u8; 32])> {
+        iq2::candidates32(soa, xv, w, wa, m)
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn qp32(x: &[f32; 32], l: &mut [u8; 32], w: &[f32; 32]) -> f32 {
+        iq2::make_qp_quants32(x, l, w)
+    }
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    pub(in super::super) unsafe fn quantize_iq2_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+        let soa = soa_xxs();
+        // SAFETY: the caller guarantees the CPU features `cand32` is compiled for.
+        iq2_xxs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand32(soa, a, b, c, d) }, &|a, l, w| unsafe {
+            qp32(a, l, w)
+        })
+    }
+    /// # Safety
+    /// As `quantize_iq2_xxs`.
+    pub(in super::super) unsafe fn quantize_iq2_xs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+        let soa = soa_xs();
+        // SAFETY: the caller guarantees the CPU features `cand16` is compiled for.
+        iq2_xs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+    }
+    /// # Safety
+    /// As `quantize_iq2_xxs`.
+    pub(in super::super) unsafe fn quantize_iq2_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+        let soa = soa_s();
+        // SAFETY: the caller guarantees the CPU features `cand16` is compiled for.
+        iq2_s::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+    }
+}
+pub(super) use iq2_entries::{quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs};
 
 #[cfg(test)]
 mod tests;
