@@ -71,10 +71,18 @@ fn check_type(t: QuantType) -> Vec<String> {
     let rows = Rows::new(t, n, ROWS).unwrap();
     let x = g.f32s("x");
 
-    let mut q = vec![0u8; ROWS * rows.row_bytes];
-    ops::quantize(rows, &x, &mut q, None).unwrap();
-    if let Some(d) = first_diff_bytes(&q, &g.u8s("q"), rows.row_bytes) {
-        fails.push(format!("{t} quantize: {d}"));
+    // types ggml cannot quantize without an importance matrix have no `q` (second set)
+    if g.has("q") {
+        let mut q = vec![0u8; ROWS * rows.row_bytes];
+        ops::quantize(rows, &x, &mut q, None).unwrap();
+        if let Some(d) = first_diff_bytes(&q, &g.u8s("q"), rows.row_bytes) {
+            fails.push(format!("{t} quantize: {d}"));
+        }
+    } else {
+        let requires: Vec<bool> = g.npz.by_name("requires_imatrix").unwrap().unwrap().into_vec().unwrap();
+        if requires != [t.requires_imatrix()] {
+            fails.push(format!("{t} requires_imatrix: golden says {requires:?}"));
+        }
     }
     if g.has("q_imat") {
         let imat = g.f32s("imat");
@@ -84,47 +92,62 @@ fn check_type(t: QuantType) -> Vec<String> {
             fails.push(format!("{t} quantize imatrix: {d}"));
         }
     }
-    let gq = g.u8s("q");
-    let mut dq = vec![0f32; ROWS * n];
-    ops::dequantize(rows, &gq, &mut dq).unwrap();
-    let want = g.f32s("dq");
-    if let Some(i) = (0..dq.len()).find(|&i| dq[i].to_bits() != want[i].to_bits()) {
-        fails.push(format!("{t} dequantize: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
-    }
-    if g.has("dot") {
-        let yq = g.u8s("yq");
-        let y = g.f32s("y");
-        let partner = Rows::new(t.vec_dot_type(), n, ROWS).unwrap();
-        let mut yq_ours = vec![0u8; yq.len()];
-        ops::quantize(partner, &y, &mut yq_ours, None).unwrap();
-        if let Some(d) = first_diff_bytes(&yq_ours, &yq, partner.row_bytes) {
-            fails.push(format!("{t} partner {} quantize: {d}", t.vec_dot_type()));
+    let sets: [(&str, &str, &str); 2] = [("q", "dq", "dot"), ("q_imat", "dq_imat", "dot_imat")];
+    for (qname, dqname, dotname) in sets {
+        if !g.has(qname) || !g.has(dqname) {
+            continue;
         }
-        let mut dots = vec![0f32; ROWS];
-        ops::vec_dot(rows, &gq, &yq, &mut dots).unwrap();
-        let f64s = g.f64s("dot_f64");
-        let scalar = g.f32s("dot");
-        let avx2 = g.f32s("dot_avx2");
-        let mut ydq = vec![0f32; ROWS * n];
-        ops::dequantize(partner, &yq, &mut ydq).unwrap();
-        for r in 0..ROWS {
-            // ggml's own scalar or AVX2 result passes even where cancellation between
-            // the k-quants' scale and min terms exceeds the f64 tolerance below
-            if dots[r].to_bits() == scalar[r].to_bits() || dots[r].to_bits() == avx2[r].to_bits() {
-                continue;
+        let gq = g.u8s(qname);
+        let mut dq = vec![0f32; ROWS * n];
+        ops::dequantize(rows, &gq, &mut dq).unwrap();
+        let want = g.f32s(dqname);
+        if let Some(i) = (0..dq.len()).find(|&i| dq[i].to_bits() != want[i].to_bits()) {
+            fails.push(format!("{t} {dqname}: row {} col {}: got {} want {}", i / n, i % n, dq[i], want[i]));
+        }
+        if g.has(dotname) {
+            fails.extend(check_dots(t, &mut g, rows, &gq, &dq, dotname));
+        }
+    }
+    fails
+}
+
+/// ggml's dots of `gq` (dequantized: `dq`) with the golden activations: `{dotname}`
+/// (scalar), `{dotname}_avx2` and `{dotname}_f64`.
+fn check_dots(t: QuantType, g: &mut Golden, rows: Rows, gq: &[u8], dq: &[f32], dotname: &str) -> Vec<String> {
+    let mut fails = vec![];
+    let n = rows.n_per_row;
+    let yq = g.u8s("yq");
+    let y = g.f32s("y");
+    let partner = Rows::new(t.vec_dot_type(), n, ROWS).unwrap();
+    let mut yq_ours = vec![0u8; yq.len()];
+    ops::quantize(partner, &y, &mut yq_ours, None).unwrap();
+    if let Some(d) = first_diff_bytes(&yq_ours, &yq, partner.row_bytes) {
+        fails.push(format!("{t} partner {} quantize: {d}", t.vec_dot_type()));
+    }
+    let mut dots = vec![0f32; ROWS];
+    ops::vec_dot(rows, gq, &yq, &mut dots).unwrap();
+    let f64s = g.f64s(&format!("{dotname}_f64"));
+    let scalar = g.f32s(dotname);
+    let avx2 = g.f32s(&format!("{dotname}_avx2"));
+    let mut ydq = vec![0f32; ROWS * n];
+    ops::dequantize(partner, &yq, &mut ydq).unwrap();
+    for r in 0..ROWS {
+        // ggml's own scalar or AVX2 result passes even where cancellation between
+        // the k-quants' scale and min terms exceeds the f64 tolerance below
+        if dots[r].to_bits() == scalar[r].to_bits() || dots[r].to_bits() == avx2[r].to_bits() {
+            continue;
+        }
+        let scale: f64 = (0..n).map(|j| (dq[r * n + j] as f64 * ydq[r * n + j] as f64).abs()).sum();
+        let want = f64s[r];
+        let got = dots[r] as f64;
+        if want.is_nan() {
+            if !got.is_nan() {
+                fails.push(format!("{t} {dotname} row {r}: got {got}, ggml gives NaN"));
             }
-            let scale: f64 = (0..n).map(|j| (dq[r * n + j] as f64 * ydq[r * n + j] as f64).abs()).sum();
-            let want = f64s[r];
-            let got = dots[r] as f64;
-            if want.is_nan() {
-                if !got.is_nan() {
-                    fails.push(format!("{t} dot row {r}: got {got}, ggml gives NaN"));
-                }
-                continue;
-            }
-            if (got - want).abs() > 1e-5 * scale && got != want {
-                fails.push(format!("{t} dot row {r} ({}): got {got} want {want} (scale {scale})", CASES[r]));
-            }
+            continue;
+        }
+        if (got - want).abs() > 1e-5 * scale && got != want {
+            fails.push(format!("{t} {dotname} row {r} ({}): got {got} want {want} (scale {scale})", CASES[r]));
         }
     }
     fails

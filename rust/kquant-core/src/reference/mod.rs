@@ -7,6 +7,9 @@
 
 pub mod common;
 pub mod float;
+pub mod iq3;
+pub mod iq3_s;
+pub mod iq3_xxs;
 pub mod iq4;
 pub mod iq4_nl;
 pub mod iq4_xs;
@@ -61,7 +64,9 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         Q6K => &q6_k::KERNELS,
         IQ4NL => &iq4_nl::KERNELS,
         IQ4XS => &iq4_xs::KERNELS,
-        IQ2XXS | IQ2XS | IQ2S | IQ3XXS | IQ3S | IQ1S | IQ1M | TQ1_0 | TQ2_0 | MXFP4 | NVFP4 | Q1_0 | Q2_0 => {
+        IQ3XXS => &iq3_xxs::KERNELS,
+        IQ3S => &iq3_s::KERNELS,
+        IQ2XXS | IQ2XS | IQ2S | IQ1S | IQ1M | TQ1_0 | TQ2_0 | MXFP4 | NVFP4 | Q1_0 | Q2_0 => {
             return None
         }
     })
