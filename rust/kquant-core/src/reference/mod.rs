@@ -7,12 +7,14 @@
 
 pub mod common;
 pub mod float;
+pub mod iq2_tables;
 pub mod iq3;
 pub mod iq3_s;
 pub mod iq3_xxs;
 pub mod iq4;
 pub mod iq4_nl;
 pub mod iq4_xs;
+pub mod lattice;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
