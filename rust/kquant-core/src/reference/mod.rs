@@ -7,6 +7,9 @@
 
 pub mod common;
 pub mod float;
+pub mod iq1;
+pub mod iq1_m;
+pub mod iq1_s;
 pub mod iq2_tables;
 pub mod iq3;
 pub mod iq3_s;
@@ -68,7 +71,9 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         IQ4XS => &iq4_xs::KERNELS,
         IQ3XXS => &iq3_xxs::KERNELS,
         IQ3S => &iq3_s::KERNELS,
-        IQ2XXS | IQ2XS | IQ2S | IQ1S | IQ1M | TQ1_0 | TQ2_0 | MXFP4 | NVFP4 | Q1_0 | Q2_0 => {
+        IQ1S => &iq1_s::KERNELS,
+        IQ1M => &iq1_m::KERNELS,
+        IQ2XXS | IQ2XS | IQ2S | TQ1_0 | TQ2_0 | MXFP4 | NVFP4 | Q1_0 | Q2_0 => {
             return None
         }
     })
