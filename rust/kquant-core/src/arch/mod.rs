@@ -16,6 +16,9 @@ pub(crate) mod aarch64;
 #[doc(hidden)]
 pub mod parity;
 
+#[allow(dead_code)]
+pub(crate) mod iq3_lanes;
+
 /// Fixed-size view of a block, so that the loads inside the kernels are bounded by
 /// the type. The length check folds away after `chunks_exact(N)`.
 #[allow(dead_code)]

@@ -243,25 +243,40 @@ pub fn weights(xbl: &[f32], qw: Option<&[f32]>, weight: &mut [f32; 256]) {
     }
 }
 
-/// One sub-block of ggml's scale search (the body of the `ib` loop), with `weight` the
-/// sub-block's weights from [`weights`].
-pub fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32]) -> SubBlock {
-    const KMAXQ: i32 = 8;
-    let mut out = SubBlock { grid: [0; 8], signs: [0; 4], scale: 0.0, written: false };
-    let mut waux = [0.0f32; 32];
-    for i in 0..32 {
-        waux[i] = weight[i].sqrt();
+/// A sub-block's inputs to the scale search: magnitudes (with IQ3_XXS's parity flip
+/// applied), neighbour-search weights and the largest magnitude.
+pub struct Prepared {
+    pub xval: [f32; 32],
+    pub waux: [f32; 32],
+    pub max: f32,
+    pub signs: [u8; 4],
+}
+
+/// Trials each side of the starting scale.
+pub fn ntry(v: Variant) -> i32 {
+    if v == Variant::Xxs {
+        15
+    } else {
+        9
     }
-    let mut xval = [0.0f32; 32];
+}
+
+/// The part of ggml's sub-block loop before the scale search; None (with the sign
+/// bytes) when ggml skips the sub-block.
+pub fn prepare(v: Variant, xb: &[f32], weight: &[f32]) -> Result<Prepared, [u8; 4]> {
+    let mut p = Prepared { xval: [0.0; 32], waux: [0.0; 32], max: 0.0, signs: [0; 4] };
+    for i in 0..32 {
+        p.waux[i] = weight[i].sqrt();
+    }
     for k in 0..4 {
         let mut s = 0u8;
         let mut nflip = 0;
         for i in 0..8 {
             let x = xb[8 * k + i];
             if x >= 0.0 {
-                xval[8 * k + i] = x;
+                p.xval[8 * k + i] = x;
             } else {
-                xval[8 * k + i] = -x;
+                p.xval[8 * k + i] = -x;
                 nflip += 1;
                 s |= 1 << i;
             }
@@ -277,43 +292,63 @@ pub fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32])
                     imin = i;
                 }
             }
-            xval[8 * k + imin] = -xval[8 * k + imin];
+            p.xval[8 * k + imin] = -p.xval[8 * k + imin];
             s ^= 1 << imin;
         }
-        out.signs[k] = if v == Variant::Xxs { s & 127 } else { s };
+        p.signs[k] = if v == Variant::Xxs { s & 127 } else { s };
     }
-    let mut max = xval[0];
-    for &x in &xval[1..] {
+    let mut max = p.xval[0];
+    for &x in &p.xval[1..] {
         max = if max > x { max } else { x };
     }
+    p.max = max;
     let skip = match v {
         Variant::Xxs => max < 1e-8,
         Variant::S => max == 0.0,
     };
     if skip {
-        return out;
+        Err(p.signs)
+    } else {
+        Ok(p)
     }
-    let mut l = [0i8; 32];
+}
+
+/// Levels of the 4 values of group `k` at inverse scale `id`, and their key.
+#[inline(always)]
+pub fn round_group(xval: &[f32], k: usize, id: f32, l: &mut [i8]) -> usize {
+    let mut u = 0usize;
+    for i in 0..4 {
+        let li = nearest_int(0.5 * (id * xval[4 * k + i] - 1.0)).clamp(0, 7);
+        l[i] = li as i8;
+        u |= (li as usize) << (3 * i);
+    }
+    u
+}
+
+/// Outcome of the scale search: levels, which groups were on the grid, and the scale.
+pub struct Search {
+    pub l: [i8; 32],
+    pub on_grid: [bool; 8],
+    pub scale: f32,
+}
+
+/// ggml's trial loop over `ntry` scale perturbations, one trial at a time.
+pub fn search(v: Variant, lat: &Lattice, p: &Prepared, weight: &[f32]) -> Search {
+    let xval = &p.xval;
+    let mut out = Search { l: [0; 32], on_grid: [v == Variant::Xxs; 8], scale: p.max / 15.0 };
     let mut laux = [0i8; 32];
-    let mut on_grid = [v == Variant::Xxs; 8];
     let mut on_grid_aux = [false; 8];
     let mut best = 0.0f32;
-    let mut scale = max / (2 * KMAXQ - 1) as f32;
-    let ntry = if v == Variant::Xxs { 15 } else { 9 };
-    for is in -ntry..=ntry {
-        let id = (15.0 + is as f32 * 0.2f32) / max;
+    let n = ntry(v);
+    for is in -n..=n {
+        let id = (15.0 + is as f32 * 0.2f32) / p.max;
         let this_scale = 1.0 / id;
         for k in 0..8 {
-            let mut u = 0usize;
-            for i in 0..4 {
-                let li = nearest_int(0.5 * (id * xval[4 * k + i] - 1.0)).clamp(0, KMAXQ - 1);
-                laux[4 * k + i] = li as i8;
-                u |= (li as usize) << (3 * i);
-            }
+            let u = round_group(xval, k, id, &mut laux[4 * k..4 * k + 4]);
             on_grid_aux[k] = true;
             if let Err(cands) = lat.lookup(u) {
                 on_grid_aux[k] = false;
-                let g = lat.best_neighbour(cands, &xval[4 * k..4 * k + 4], &waux[4 * k..4 * k + 4], this_scale);
+                let g = lat.best_neighbour(cands, &xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], this_scale);
                 laux[4 * k..4 * k + 4].copy_from_slice(&lat.l[g]);
             }
         }
@@ -326,12 +361,32 @@ pub fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32])
             sumq2 += w * q * q;
         }
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-            scale = sumqx / sumq2;
-            best = scale * sumqx;
-            l = laux;
-            on_grid = on_grid_aux;
+            out.scale = sumqx / sumq2;
+            best = out.scale * sumqx;
+            out.l = laux;
+            out.on_grid = on_grid_aux;
         }
     }
+    out
+}
+
+/// One sub-block of ggml's scale search (the body of the `ib` loop), with `weight` the
+/// sub-block's weights from [`weights`].
+pub fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32]) -> SubBlock {
+    match prepare(v, xb, weight) {
+        Err(signs) => SubBlock { grid: [0; 8], signs, scale: 0.0, written: false },
+        Ok(p) => {
+            let s = search(v, lat, &p, weight);
+            finish(v, lat, &p, weight, s)
+        }
+    }
+}
+
+/// After the search: re-round the off-grid groups at the best scale, refit it, pack.
+pub fn finish(v: Variant, lat: &Lattice, p: &Prepared, weight: &[f32], s: Search) -> SubBlock {
+    let xval = &p.xval;
+    let Search { mut l, on_grid, mut scale } = s;
+    let mut out = SubBlock { grid: [0; 8], signs: p.signs, scale: 0.0, written: false };
     if on_grid.iter().any(|&g| !g) && scale > 0.0 {
         let id = 1.0 / scale;
         for k in 0..8 {
@@ -339,14 +394,11 @@ pub fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32])
             if v == Variant::Xxs && on_grid[k] {
                 continue;
             }
-            let mut u = 0usize;
-            for i in 0..4 {
-                let li = nearest_int(0.5 * (id * xval[4 * k + i] - 1.0)).clamp(0, KMAXQ - 1);
-                u |= (li as usize) << (3 * i);
-            }
+            let mut tmp = [0i8; 4];
+            let u = round_group(xval, k, id, &mut tmp);
             let g = match lat.lookup(u) {
                 Ok(g) => g,
-                Err(c) => lat.best_neighbour(c, &xval[4 * k..4 * k + 4], &waux[4 * k..4 * k + 4], scale),
+                Err(c) => lat.best_neighbour(c, &xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], scale),
             };
             l[4 * k..4 * k + 4].copy_from_slice(&lat.l[g]);
         }
@@ -363,8 +415,7 @@ pub fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32])
         }
     }
     if scale < 0.0 {
-        // ggml's guard for a negative best scale: positive scale, inverted signs (only
-        // the first four sign bytes, as ggml does for both variants)
+        // ggml's guard for a negative best scale: positive scale, inverted signs
         scale = -scale;
         for s in out.signs.iter_mut() {
             *s = if v == Variant::Xxs { !*s & 127 } else { !*s };

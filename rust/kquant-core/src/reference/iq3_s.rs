@@ -20,21 +20,25 @@ pub static KERNELS: Kernels = Kernels { quantize, dequantize, vec_dot: Some(vec_
 
 /// `quantize_iq3_s` (`quantize_row_iq3_s_impl` with sub-blocks of 32).
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+    quantize_with(x, q, imat, iq3::quantize_sub_block);
+}
+
+/// The row loop around a sub-block quantizer (the reference one or a faster equivalent).
+#[inline(always)]
+pub(crate) fn quantize_with(
+    x: &[f32],
+    q: &mut [u8],
+    imat: Option<&[f32]>,
+    sub: impl Fn(Variant, &iq3::Lattice, &[f32], &[f32]) -> iq3::SubBlock,
+) {
     let lat = iq3::lattice(512);
     let mut weight = [0.0f32; QK_K];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
         let qw = imat.map(|w| &w[ibl * QK_K..(ibl + 1) * QK_K]);
         iq3::weights(xbl, qw, &mut weight);
-        let mut subs: [Option<iq3::SubBlock>; 8] = Default::default();
-        for (ib, s) in subs.iter_mut().enumerate() {
-            *s = Some(iq3::quantize_sub_block(
-                Variant::S,
-                lat,
-                &xbl[32 * ib..32 * ib + 32],
-                &weight[32 * ib..32 * ib + 32],
-            ));
-        }
-        pack(subs.map(|s| s.unwrap()), qb);
+        let subs: [iq3::SubBlock; 8] =
+            std::array::from_fn(|ib| sub(Variant::S, lat, &xbl[32 * ib..32 * ib + 32], &weight[32 * ib..32 * ib + 32]));
+        pack(subs, qb);
     }
 }
 

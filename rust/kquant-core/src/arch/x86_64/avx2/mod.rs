@@ -5,6 +5,7 @@
 //! reach `dispatch` only through `overrides`, which demands an [`Avx2`] token.
 
 mod float;
+mod iq3;
 mod kquants;
 mod legacy;
 mod q8;
@@ -72,6 +73,8 @@ safe!(quantize_imat quantize_q4_0 = quant::quantize_q4_0);
 safe!(quantize_imat quantize_q4_1 = quant::quantize_q4_1);
 safe!(quantize_imat quantize_q5_0 = quant::quantize_q5_0);
 safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
+safe!(quantize_imat quantize_iq3_xxs = iq3::quantize_iq3_xxs);
+safe!(quantize_imat quantize_iq3_s = iq3::quantize_iq3_s);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -127,6 +130,8 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k as _), Some(dequantize_q6_k as _), Some(vec_dot_q6_k as _)),
         IQ4NL => (Some(quantize_iq4_nl as _), Some(dequantize_iq4_nl as _), Some(vec_dot_iq4_nl as _)),
         IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
+        IQ3XXS => (Some(quantize_iq3_xxs as _), None, None),
+        IQ3S => (Some(quantize_iq3_s as _), None, None),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };
