@@ -17,6 +17,8 @@ pub(crate) mod aarch64;
 pub mod parity;
 
 #[allow(dead_code)]
+pub(crate) mod iq1_fast;
+#[allow(dead_code)]
 pub(crate) mod iq3_lanes;
 
 /// Fixed-size view of a block, so that the loads inside the kernels are bounded by

@@ -56,6 +56,17 @@ pub fn levels_of(shift: u8, k: usize) -> &'static [f32; 3] {
 
 /// `quantize_iq1_m` (`quantize_row_iq1_m_impl`).
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+    quantize_with(x, q, imat, quantize_sub_block);
+}
+
+/// The row loop around a sub-block quantizer (the reference one or a faster equivalent).
+#[inline(always)]
+pub(crate) fn quantize_with(
+    x: &[f32],
+    q: &mut [u8],
+    imat: Option<&[f32]>,
+    sub: impl Fn(&[f32], &[f32; 16]) -> SubBlock,
+) {
     let mut weight = [0.0f32; 16];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
         let qwb = imat.map(|w| &w[ibl * QK_K..(ibl + 1) * QK_K]);
@@ -67,7 +78,7 @@ fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let subs: [SubBlock; 16] = std::array::from_fn(|ib| {
             let xb = &xbl[16 * ib..16 * ib + 16];
             weights(xb, qwb.map(|w| &w[16 * ib..16 * ib + 16]), sigma2, &mut weight);
-            quantize_sub_block(xb, &weight)
+            sub(xb, &weight)
         });
         pack(&subs, xbl, qwb, sigma2, qb);
     }

@@ -160,6 +160,7 @@ pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
         IQ4XS => (Some(quantize_iq4_xs), Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
         IQ3XXS => (Some(iq3::quantize_iq3_xxs as QuantizeFn), None, None),
         IQ3S => (Some(iq3::quantize_iq3_s as QuantizeFn), None, None),
+        IQ1M => (Some(iq3::quantize_iq1_m as QuantizeFn), None, None),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };

@@ -75,6 +75,7 @@ safe!(quantize_imat quantize_q5_0 = quant::quantize_q5_0);
 safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
 safe!(quantize_imat quantize_iq3_xxs = iq3::quantize_iq3_xxs);
 safe!(quantize_imat quantize_iq3_s = iq3::quantize_iq3_s);
+safe!(quantize_imat quantize_iq1_m = iq3::quantize_iq1_m);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -132,6 +133,7 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
         IQ3XXS => (Some(quantize_iq3_xxs as _), None, None),
         IQ3S => (Some(quantize_iq3_s as _), None, None),
+        IQ1M => (Some(quantize_iq1_m as _), None, None),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };
