@@ -25,6 +25,9 @@ import kquant
 from kquant import QuantType
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
+# the lattice i-quants: quantizers of a few M values/s in ggml, so fewer values
+LATTICE = ["IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
+TYPES += LATTICE
 
 
 def best_time(fn: Callable[[], object], min_time: float = 0.3, max_reps: int = 50) -> float:
@@ -108,9 +111,15 @@ def bench_type(t: QuantType, anchors: dict, n_quant: int, n_slow: int, threads: 
     n = 4096
     slow = t.block_size == 256 or t in (QuantType.IQ4_NL,)
     total = n_slow if slow else n_quant
+    if t.name in LATTICE:
+        total = max(n, n_slow // 8)
     x = (rng.standard_t(5, (total // n, n)) * 0.02).astype(np.float32)
     imat = rng.lognormal(0, 1, n).astype(np.float32)
-    q = kquant.quantize(x, t)
+
+    def need(m: int):  # an importance matrix where the type cannot go without one
+        return np.ones(m, np.float32) if t.requires_imatrix else None
+
+    q = kquant.quantize(x, t, imatrix=need(n))
     rows = []
 
     def row(op: str, values: int, kq: float, others: dict):
@@ -124,6 +133,8 @@ def bench_type(t: QuantType, anchors: dict, n_quant: int, n_slow: int, threads: 
     # quantize, without and with an importance matrix
     for op, w in (("quantize", None), ("quantize imatrix", imat)):
         if w is not None and t == QuantType.Q8_0:
+            continue
+        if w is None and t.requires_imatrix:
             continue
         others = {}
         if g and threads == 1:
@@ -149,7 +160,7 @@ def bench_type(t: QuantType, anchors: dict, n_quant: int, n_slow: int, threads: 
     # vec_dot of one 256K-value row, Python call included for kquant
     nd = 1 << 18
     xd = (rng.standard_normal((1, nd))).astype(np.float32)
-    qd = kquant.quantize(xd, t)
+    qd = kquant.quantize(xd, t, imatrix=need(nd))
     yqd = kquant.quantize(rng.standard_normal((1, nd)).astype(np.float32), kquant.vec_dot_type(t))
     others = {}
     if g and threads == 1:
@@ -158,8 +169,10 @@ def bench_type(t: QuantType, anchors: dict, n_quant: int, n_slow: int, threads: 
     # matvec 14336 x 4096 against NumPy float32 BLAS
     # the full 14336 x 4096 shape where quantizing it is quick; slow quantizers get fewer rows
     wrows = 14336 if not slow or t == QuantType.Q4_K else 4096
+    if t.name in LATTICE:
+        wrows = 1024
     wf = (rng.standard_normal((wrows, 4096)) * 0.02).astype(np.float32)
-    wq = kquant.quantize(wf, t)
+    wq = kquant.quantize(wf, t, imatrix=need(4096))
     v = rng.standard_normal(4096).astype(np.float32)
     row("matvec", wf.size, best_time(lambda: kquant.matmul(wq, v, t)), {"numpy f32": best_time(lambda: wf @ v)})
     return rows

@@ -8,6 +8,7 @@ from kquant import QuantType
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ4_NL", "IQ4_XS"]
 TYPES += ["TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
+TYPES += ["IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]  # second set: no `q` where an imatrix is required
 
 
 @pytest.fixture(scope="module", params=TYPES)
@@ -24,6 +25,11 @@ def _first_diff(a, b, names):
 
 def test_quantize(golden):
     t, g = golden
+    if "q" not in g:
+        assert bool(g["requires_imatrix"]) and QuantType[t].requires_imatrix
+        with pytest.raises(ValueError, match="importance matrix"):
+            kquant.quantize(g["x"], t)
+        return
     q = kquant.quantize(g["x"], t)
     assert q.dtype == np.uint8 and q.shape == g["q"].shape
     assert np.array_equal(q, g["q"]), _first_diff(q, g["q"], g["case_names"])
@@ -46,9 +52,11 @@ def test_q8_0_ignores_imatrix(golden_path):
 
 def test_dequantize_bit_exact(golden):
     t, g = golden
-    dq = kquant.dequantize(g["q"], t)
-    assert dq.dtype == np.float32
-    assert np.array_equal(dq.view(np.uint32), g["dq"].view(np.uint32))
+    for qn, dqn in [("q", "dq"), ("q_imat", "dq_imat")]:
+        if qn in g and dqn in g:
+            dq = kquant.dequantize(g[qn], t)
+            assert dq.dtype == np.float32
+            assert np.array_equal(dq.view(np.uint32), g[dqn].view(np.uint32)), qn
 
 
 def test_partner_quantize(golden):
@@ -63,6 +71,11 @@ def test_partner_quantize(golden):
 
 def test_vec_dot(golden):
     t, g = golden
+    if "dot" not in g and "dot_imat" in g:
+        # second set without `q`: the importance-matrix arrays stand in
+        g = {**g, "q": g["q_imat"], "dq": g["dq_imat"], "dot": g["dot_imat"], "dot_avx2": g["dot_imat_avx2"]}
+        g["dot_f64"] = g["dot_imat_f64"]
+        g.pop("dot_imat")
     if "dot" not in g:
         pytest.skip(f"{t} is an activation format")
     dots = kquant.vec_dot(g["q"], g["yq"], t)
@@ -89,10 +102,10 @@ def test_vec_dot(golden):
 
 def test_matmul_matches_vec_dot(golden):
     t, g = golden
-    if "dot" not in g:
+    if "dot" not in g and "dot_imat" not in g:
         pytest.skip(f"{t} is an activation format")
     rows = slice(0, 4)
-    w, y = g["q"][rows], g["y"][rows]
+    w, y = g["q" if "q" in g else "q_imat"][rows], g["y"][rows]
     full = kquant.matmul(w, y, t)
     assert full.shape == (4, 4)
     yq = kquant.quantize(y, kquant.vec_dot_type(t))

@@ -260,3 +260,56 @@ def test_random_bytes_dequantize_lattice(name, data):
     assert_same_floats(got, gguf_quants.dequantize(q, GGMLQuantizationType(t.value)).astype(np.float32))
     y = kquant.quantize(rng.standard_normal((2, nb * 256)).astype(np.float32), kquant.vec_dot_type(t))
     assert kquant.vec_dot(q, y, t).shape == (2,)
+
+
+# The lattice i-quants (IQ3_XXS, IQ3_S, IQ1_S, IQ1_M): ggml's quantizers are slow (a few M
+# values/s), so fewer blocks; scales stay within 2^-40..2^12 because beyond that ggml's
+# weighted errors overflow to inf and its neighbour search aborts the process.
+LATTICE_IQ3_IQ1 = ["IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
+LATTICE_IQ3_IQ1_SCALES = (-40, -12, -4, 0, 0, 0, 3, 12)
+
+
+@pytest.mark.skipif(libgguf is None, reason="libgguf wheels are x86-64 only")
+@pytest.mark.parametrize("name", LATTICE_IQ3_IQ1)
+@settings(max_examples=min(settings().max_examples, 40))
+@given(data=st.data())
+def test_libgguf_bytes_lattice_iq3_iq1(name, data):
+    t = QuantType[name]
+    x = data.draw(rows(256, max_blocks=4, max_rows=2, scales=LATTICE_IQ3_IQ1_SCALES))
+    if t.requires_imatrix:
+        with pytest.raises(ValueError, match="importance matrix"):
+            kquant.quantize(x, t)
+    else:
+        want = libgguf.quantize_rows(x, t.value)
+        got = kquant.quantize(x, t)
+        assert np.array_equal(got, want), "quantize: " + _diff(got, want)
+    w = data.draw(imatrices(x.shape[1]))
+    want_i = libgguf.quantize_rows(x, t.value, imatrix=w)
+    got_i = kquant.quantize(x, t, imatrix=w)
+    assert np.array_equal(got_i, want_i), "quantize with imatrix: " + _diff(got_i, want_i)
+    dq = kquant.dequantize(got_i, t)
+    assert np.array_equal(dq.view(np.uint32), libgguf.dequantize_rows(got_i, t.value).view(np.uint32))
+
+
+@pytest.mark.parametrize("name", LATTICE_IQ3_IQ1)
+@settings(max_examples=min(settings().max_examples, 25))
+@given(data=st.data())
+def test_gguf_py_dequantize_lattice_iq3_iq1(name, data):
+    t = QuantType[name]
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    nb = data.draw(st.integers(1, 3))
+    # arbitrary bytes reach every grid index, sign and scale code; the f16 scales are
+    # kept finite so that both sides compute with numbers
+    q = rng.integers(0, 256, (2, nb * t.type_size), dtype=np.uint8)
+    blocks = q.reshape(2, nb, t.type_size)
+    if name == "IQ1_M":
+        blocks[:, :, -1] &= 0x3F  # the last scale word's top nibble holds the f16 sign and top exponent bits
+    else:
+        blocks[:, :, 1] &= 0x3B
+    got = kquant.dequantize(q, t)
+    want = gguf_quants.dequantize(q, GGMLQuantizationType(t.value)).astype(np.float32)
+    assert_same_floats(got, want)
+    y = rng.standard_normal((2, nb * 256)).astype(np.float32)
+    got_dot = kquant.vec_dot(q, kquant.quantize(y, kquant.vec_dot_type(t)), t)
+    assert np.all(np.isfinite(got_dot))

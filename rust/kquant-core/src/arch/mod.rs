@@ -19,6 +19,11 @@ pub(crate) mod iq2_soa;
 #[doc(hidden)]
 pub mod parity;
 
+#[allow(dead_code)]
+pub(crate) mod iq1_fast;
+#[allow(dead_code)]
+pub(crate) mod iq3_lanes;
+
 /// Fixed-size view of a block, so that the loads inside the kernels are bounded by
 /// the type. The length check folds away after `chunks_exact(N)`.
 #[allow(dead_code)]

@@ -106,7 +106,7 @@ fn inputs(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f32>)> {
 fn f16_fields(t: QuantType) -> &'static [usize] {
     use QuantType::*;
     match t {
-        Q4_0 | Q5_0 | Q8_0 | IQ4NL | IQ4XS => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4NL | IQ4XS | IQ3XXS | IQ3S | IQ1S => &[0],
         IQ2XXS | IQ2XS | IQ2S => &[0],
         Q4_1 | Q5_1 | Q8_1 | Q4K | Q5K => &[0, 2],
         Q2K => &[80, 82],

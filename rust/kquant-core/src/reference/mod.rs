@@ -7,11 +7,17 @@
 
 pub mod common;
 pub mod float;
+pub mod iq1;
+pub mod iq1_m;
+pub mod iq1_s;
 pub mod iq2;
 pub mod iq2_s;
 pub mod iq2_tables;
 pub mod iq2_xs;
 pub mod iq2_xxs;
+pub mod iq3;
+pub mod iq3_s;
+pub mod iq3_xxs;
 pub mod iq4;
 pub mod iq4_nl;
 pub mod iq4_xs;
@@ -82,7 +88,10 @@ pub fn kernels(t: QuantType) -> Option<&'static Kernels> {
         IQ2XXS => &iq2_xxs::KERNELS,
         IQ2XS => &iq2_xs::KERNELS,
         IQ2S => &iq2_s::KERNELS,
-        IQ3XXS | IQ3S | IQ1S | IQ1M => return None,
+        IQ3XXS => &iq3_xxs::KERNELS,
+        IQ3S => &iq3_s::KERNELS,
+        IQ1S => &iq1_s::KERNELS,
+        IQ1M => &iq1_m::KERNELS,
     })
 }
 

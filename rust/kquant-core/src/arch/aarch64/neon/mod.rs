@@ -6,6 +6,7 @@
 //! `overrides`, which demands a [`Neon`] token (and checks SDOT itself).
 
 mod float;
+mod iq3;
 mod kquants;
 mod legacy;
 mod q8;
@@ -157,6 +158,9 @@ pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k), Some(dequantize_q6_k), pick(dot_q6_k, sdot_q6_k)),
         IQ4NL => (Some(quantize_iq4_nl), Some(dequantize_iq4_nl), pick(dot_iq4_nl, sdot_iq4_nl)),
         IQ4XS => (Some(quantize_iq4_xs), Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
+        IQ3XXS => (Some(iq3::quantize_iq3_xxs as QuantizeFn), None, None),
+        IQ3S => (Some(iq3::quantize_iq3_s as QuantizeFn), None, None),
+        IQ1M => (Some(iq3::quantize_iq1_m as QuantizeFn), None, None),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };

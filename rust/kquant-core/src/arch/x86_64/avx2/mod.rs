@@ -6,6 +6,7 @@
 
 mod float;
 mod iq2;
+mod iq3;
 mod kquants;
 mod legacy;
 mod q8;
@@ -76,6 +77,9 @@ safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
 safe!(quantize_imat quantize_iq2_xxs = quant::quantize_iq2_xxs);
 safe!(quantize_imat quantize_iq2_xs = quant::quantize_iq2_xs);
 safe!(quantize_imat quantize_iq2_s = quant::quantize_iq2_s);
+safe!(quantize_imat quantize_iq3_xxs = iq3::quantize_iq3_xxs);
+safe!(quantize_imat quantize_iq3_s = iq3::quantize_iq3_s);
+safe!(quantize_imat quantize_iq1_m = iq3::quantize_iq1_m);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -141,6 +145,9 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         IQ2XXS => (Some(quantize_iq2_xxs as _), Some(dequantize_iq2_xxs as _), Some(vec_dot_iq2_xxs as _)),
         IQ2XS => (Some(quantize_iq2_xs as _), Some(dequantize_iq2_xs as _), Some(vec_dot_iq2_xs as _)),
         IQ2S => (Some(quantize_iq2_s as _), Some(dequantize_iq2_s as _), Some(vec_dot_iq2_s as _)),
+        IQ3XXS => (Some(quantize_iq3_xxs as _), None, None),
+        IQ3S => (Some(quantize_iq3_s as _), None, None),
+        IQ1M => (Some(quantize_iq1_m as _), None, None),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };
