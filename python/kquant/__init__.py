@@ -7,6 +7,7 @@ from .gguf import GGUFReader, GGUFWriter
 from .imatrix import load_imatrix
 from .model import quantize_model
 from .tradeoffs import recommend
+from .variants import quantize_variants
 
 __all__ = [
     "GGUFReader",
@@ -21,6 +22,7 @@ __all__ = [
     "matmul",
     "quantize",
     "quantize_model",
+    "quantize_variants",
     "recommend",
     "row_size",
     "set_num_threads",
