@@ -25,6 +25,10 @@ Failures: an exception raised by the work itself (NaN weights, a bad imatrix) en
 and is raised again here, naming the tensor; the caller's output is then abandoned. A worker
 process that dies is the engine's business: Dask reschedules its tasks on the other workers;
 ``local:N`` (a ``ProcessPoolExecutor``) cannot, and the run ends with an error.
+
+Process pools must not fork a process that has used kquant (its Rust thread pool does not
+survive a fork): ``local:N`` spawns its workers; pass ``mp_context=multiprocessing.get_context(
+"spawn")`` (or "forkserver") to a ``ProcessPoolExecutor`` of your own.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import collections
 import concurrent.futures as cf
 import hashlib
 import mmap
+import multiprocessing
 import os
 import re
 import threading
@@ -86,7 +91,10 @@ def open_executor(spec: Any) -> Tuple[Optional[cf.Executor], Callable[[], None],
         if n < 1:
             raise ValueError(f"executor {spec!r}: local:N needs at least one worker process")
         threads = max(1, (os.cpu_count() or 1) // n)
-        ex = cf.ProcessPoolExecutor(n, initializer=_local_init, initargs=(threads,))
+        # spawn, not fork: a forked child inherits the Rust thread pool's locks without its
+        # threads and can hang on its first kernel call
+        ctx = multiprocessing.get_context("spawn")
+        ex = cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_local_init, initargs=(threads,))
         return ex, lambda: ex.shutdown(wait=True, cancel_futures=True), n
     if "://" in s or _HOST_PORT.match(s):
         try:
