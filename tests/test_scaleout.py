@@ -268,6 +268,16 @@ def test_cli_variants(model, reference, tmp_path, capsys):
         cli_main(["variants", str(model), str(tmp_path), "Q4_0", "--target-bpw", "4"])
 
 
+def test_cli_tradeoffs_with_executor(model, tmp_path, capsys):
+    import json
+
+    args = ["tradeoffs", str(model), "--types", "q4_k,q8_0", "--exact", "--quiet"]
+    assert cli_main([*args, "--json", str(tmp_path / "here.json")]) == 0
+    assert cli_main([*args, "--json", str(tmp_path / "there.json"), "--executor", "local:2"]) == 0
+    here, there = (json.loads((tmp_path / f).read_text()) for f in ("here.json", "there.json"))
+    assert here["tensors"] == there["tensors"] and len(here["tensors"]) > 10
+
+
 # --------------------------------------------------------------------------
 # split sets
 # --------------------------------------------------------------------------
