@@ -233,6 +233,46 @@ def test_dead_local_worker_is_a_clear_error(model, tmp_path):
     assert only(tmp_path / "out") == []
 
 
+class _Job:
+    def __init__(self, cost):
+        self.cost = cost
+
+
+def _echo(job):
+    time.sleep(0.002)
+    return job.cost
+
+
+def test_in_flight_work_is_bounded(monkeypatch):
+    from kquant.executors import ordered_results
+
+    class Counting(cf.ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, fn, *args, **kwargs):
+            Counting.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    def run(costs, **kw):
+        Counting.submitted = 0
+        most, got = 0, []
+        with Counting(4) as ex:
+            for r in ordered_results(ex, _echo, [_Job(c) for c in costs], lambda j: j, workers=4, **kw):
+                most = max(most, Counting.submitted - len(got))
+                got.append(r)
+        assert got == costs  # in order
+        return most
+
+    assert run(list(range(1, 40))) == 8  # twice the workers
+    assert run([100] * 10, max_bytes=250) == 2  # memory cap
+    assert run([1000] * 5, max_bytes=250) == 1  # always one
+    monkeypatch.setenv("KQUANT_EXECUTOR_MEMORY", "300B")
+    assert run([100] * 10) == 3
+    monkeypatch.setenv("KQUANT_EXECUTOR_MEMORY", "lots")
+    with pytest.raises(ValueError, match="KQUANT_EXECUTOR_MEMORY"):
+        run([1])
+
+
 def test_executor_spec_errors(model, tmp_path):
     with pytest.raises(ValueError, match="local:N"):
         quantize_model(model, tmp_path / "x.gguf", "Q4_0", executor="nonsense")

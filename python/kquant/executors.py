@@ -21,6 +21,11 @@ How a worker gets a tensor's bytes:
   quantized bytes every worker sends back. ``KQUANT_EXECUTOR_INPUT=bytes`` forces this,
   ``=path`` forbids it.
 
+The driver keeps twice as many tasks in flight as there are worker threads, but no more
+than ``KQUANT_EXECUTOR_MEMORY`` (default 4GiB) of their results and sent inputs, and always
+at least one: that is the driver's memory beyond the header. Raise it to keep many workers
+busy on a model whose tensors are large.
+
 Failures: an exception raised by the work itself (NaN weights, a bad imatrix) ends the run
 and is raised again here, naming the tensor; the caller's output is then abandoned. A worker
 process that dies is the engine's business: Dask reschedules its tasks on the other workers;
@@ -52,8 +57,21 @@ _LOCAL = re.compile(r"^local:(\d+)$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d+$")
 
 # In-flight limits: enough tasks to keep every worker busy while the driver writes, few
-# enough (and small enough in bytes) that the driver holds a few tensors' worth.
-_MAX_INFLIGHT_BYTES = 1 << 30
+# enough that the results waiting on the driver (and the inputs it sent) stay within
+# KQUANT_EXECUTOR_MEMORY.
+_DEFAULT_MEMORY = 4 << 30
+
+
+def _memory_limit() -> int:
+    spec = os.environ.get("KQUANT_EXECUTOR_MEMORY")
+    if not spec:
+        return _DEFAULT_MEMORY
+    from .budget import parse_size
+
+    try:
+        return max(1, parse_size(spec.strip()))
+    except (TypeError, ValueError):
+        raise ValueError(f"KQUANT_EXECUTOR_MEMORY must be a size such as 8GB or 4GiB, not {spec!r}") from None
 
 
 # --------------------------------------------------------------------------
@@ -205,10 +223,12 @@ class TensorTask:
     fingerprint: Tuple[int, str]
     targets: List[Tuple[int, Optional[np.ndarray]]]  # (ggml type id, importance or None)
     data: Optional[np.ndarray] = None
+    out_bytes: int = 0  # the results' size
 
     @property
     def cost(self) -> int:
-        return self.nbytes + int(np.prod(self.shape, dtype=np.int64)) * 4
+        """Driver memory while in flight: the results, and the input if sent by value."""
+        return self.nbytes + self.out_bytes
 
 
 def dequantize_raw(raw: np.ndarray, qtype: Any, shape: Sequence[int]) -> np.ndarray:
@@ -255,16 +275,17 @@ def ordered_results(
     *,
     workers: int,
     window: Optional[int] = None,
-    max_bytes: int = _MAX_INFLIGHT_BYTES,
+    max_bytes: Optional[int] = None,
 ) -> Iterator[Any]:
     """fn(task) for each task, run on `executor`, yielded in the tasks' order.
 
-    At most `window` tasks (default twice the workers, at least 2) and about `max_bytes` of
-    task cost (``task.cost``) are in flight, but always one. A NeedBytes answer resends the
+    At most `window` tasks (default twice the workers, at least 2) and `max_bytes` of task
+    cost (``task.cost``; default KQUANT_EXECUTOR_MEMORY, 4 GiB) are in flight, but always one. A NeedBytes answer resends the
     task as ``embed(task)`` (its bytes included) and switches every later task to that too.
     """
     mode = _input_mode()
     window = window or max(2, 2 * workers)
+    max_bytes = max_bytes or _memory_limit()
     pending: collections.deque = collections.deque()
     inflight = 0
     it = iter(tasks)

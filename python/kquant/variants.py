@@ -188,6 +188,7 @@ def run_jobs(
     """Writes every job's output in one pass over `reader`'s tensors (see the module docs)."""
     from .budget import parse_size
     from .executors import TensorTask, fingerprint, open_executor, ordered_results, quantize_task
+    from ._types import row_size
     from .model import _Progress, _quantize_tensor
 
     if not jobs:
@@ -259,8 +260,10 @@ def run_jobs(
                     path = os.path.abspath(reader.paths[info.part])
                     if info.part not in prints:
                         prints[info.part] = fingerprint(path)
+                    rows = info.n_elements // max(info.shape[-1], 1)
+                    out_bytes = sum(rows * row_size(t, info.shape[-1]) for t, _ in work[name])
                     yield TensorTask(name, int(info.qtype), tuple(info.shape), info.offset, info.nbytes, path,
-                                     prints[info.part], targets_of(name, tuple(info.shape)))
+                                     prints[info.part], targets_of(name, tuple(info.shape)), out_bytes=out_bytes)
 
             def embed(task: TensorTask) -> TensorTask:
                 task = TensorTask(**{**task.__dict__})
