@@ -74,10 +74,10 @@ def join_parts(reader: Any) -> None:
         raise ValueError(f"{first}: has {SPLIT_COUNT} but no {SPLIT_NO}; not a valid split part")
     parsed = parse_split_name(first)
     if no != 0:
-        hint = f"; open {split_name(parsed[0], 0, count)}" if parsed else ""
+        hint = f" ({split_name(parsed[0], 0, count)})" if parsed else ""
         raise ValueError(
-            f"{first} is part {no + 1} of {count} of a split model: open the first part to read the whole "
-            f"model{hint} (or pass join_split=False to read this part alone)"
+            f"{first} is part {no + 1} of {count} of a split model: open the first part{hint} to read the whole "
+            "model, or pass join_split=False to GGUFReader to read this part alone"
         )
     if count > 1:
         if parsed is None:

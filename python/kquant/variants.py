@@ -228,6 +228,9 @@ def run_jobs(
     ex, close_executor, workers = open_executor(executor)
     imat = next((job.imat for job in jobs if job.imat is not None), None)
     layouts = [_layout(reader, job, order, keep_split, max_size) for job in jobs]
+    for job, layout in zip(jobs, layouts):
+        if len(layout.paths) > 1:
+            job.report.output = layout.paths[0]  # the first part names the set
     writers: List[List[Any]] = []
     finished: List[str] = []
     stream = None
