@@ -283,6 +283,13 @@ def test_executor_spec_errors(model, tmp_path):
     assert only(tmp_path) == []
 
 
+def test_budget_with_executor(model, tmp_path):
+    here, there = tmp_path / "here.gguf", tmp_path / "there.gguf"
+    r1 = quantize_model(model, here, target_bpw=5.0)
+    r2 = quantize_model(model, there, target_bpw=5.0, executor="local:2")
+    assert r1.budget == r2.budget and here.read_bytes() == there.read_bytes()
+
+
 def test_measure_with_local_executor(model):
     here = measure(model, ["q4_k", "q8_0", "iq4_xs"], exact=True)
     there = measure(model, ["q4_k", "q8_0", "iq4_xs"], exact=True, executor="local:2")
