@@ -290,13 +290,19 @@ def test_budget_with_executor(model, tmp_path):
     assert r1.budget == r2.budget and here.read_bytes() == there.read_bytes()
 
 
-def test_measure_with_local_executor(model):
+@pytest.mark.parametrize("access", ["auto", "bytes"])
+def test_measure_with_local_executor(model, access, monkeypatch):
+    monkeypatch.setenv("KQUANT_EXECUTOR_INPUT", access)
     here = measure(model, ["q4_k", "q8_0", "iq4_xs"], exact=True)
     there = measure(model, ["q4_k", "q8_0", "iq4_xs"], exact=True, executor="local:2")
     assert [m.info for m in here.tensors] == [m.info for m in there.tensors]
     for a, b in zip(here.tensors, there.tensors):
         assert {t: (s.se, s.max_abs) for t, s in a.stats.items()} == {t: (s.se, s.max_abs) for t, s in b.stats.items()}
         assert a.sx == b.sx
+    sampled = measure(model, ["q4_k"], sample_rows=16, executor="local:2")  # sampled rows too
+    local = measure(model, ["q4_k"], sample_rows=16)
+    assert [m.stats[QuantType.Q4_K].se for m in sampled.tensors] == [m.stats[QuantType.Q4_K].se for m in local.tensors]
+    assert all(m.rows_measured <= 16 for m in sampled.tensors)
 
 
 # --------------------------------------------------------------------------

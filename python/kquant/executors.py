@@ -424,6 +424,8 @@ def _embedded_source(src: Any, info: Any) -> Any:
 def _path_ref(src: Any) -> Optional[Tuple[str, str, Tuple[Any, ...]]]:
     from .tensors import GGUFSource, SafetensorsSource
 
+    if type(src) not in (GGUFSource, SafetensorsSource):
+        return None  # in memory, or a subclass that may read differently from what a worker opens
     if isinstance(src, GGUFSource) and not isinstance(getattr(src, "reader", None), _OneRaw):
         kind, path = "gguf", os.path.abspath(src.reader.path)
         files = list(src.reader.paths)
@@ -432,8 +434,6 @@ def _path_ref(src: Any) -> Optional[Tuple[str, str, Tuple[Any, ...]]]:
         files = _source_files(kind, path)
     else:
         return None
-    if type(src) not in (GGUFSource, SafetensorsSource):
-        return None  # a subclass may read differently from what the worker would open
     return kind, path, tuple(fingerprint(f) for f in files)
 
 
