@@ -9,6 +9,7 @@ from .imatrix import load_imatrix
 from .model import quantize_model
 from .evaluation import evaluate
 from .tradeoffs import recommend
+from .variants import quantize_variants
 
 __all__ = [
     "GGUFReader",
@@ -26,6 +27,7 @@ __all__ = [
     "patch_gguf",
     "quantize",
     "quantize_model",
+    "quantize_variants",
     "recommend",
     "row_size",
     "set_num_threads",

@@ -595,6 +595,7 @@ def choose_for_budget(
     exact: bool = False,
     seed: int = 0,
     compare: bool = True,
+    executor: Any = None,
 ) -> BudgetChoice:
     """Measure ``source`` and choose a type per quantizable tensor within the budget.
 
@@ -606,6 +607,7 @@ def choose_for_budget(
     ``--tensor-type-file``'s text); a matching tensor gets that type, first match wins.
     ``ftype_for_nonquantized``: F32/F16/BF16 to store the tensors llama-quantize does not quantize
     in, None to keep their current type. Raises :class:`BudgetError` when the budget is too small.
+    ``executor``: where to measure, as for :func:`kquant.tradeoffs.measure`.
     """
     src = open_source(source)
     ts = parse_types(candidate_types)
@@ -615,7 +617,7 @@ def choose_for_budget(
     )
     m = measure(
         src, ts, imatrix=imatrix, sample_rows=sample_rows, seed=seed, exact=exact, extra_types=extra,
-        nonquantized_type=ftype_for_nonquantized,
+        nonquantized_type=ftype_for_nonquantized, executor=executor,
     )
     return choose_from_measurement(
         m, target_bpw=target_bpw, target_size=target_size, candidate_types=ts, pins=pins, compare=compare

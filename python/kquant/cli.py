@@ -18,6 +18,8 @@ def _quantize(args: argparse.Namespace) -> int:
     from .model import quantize_model
     from .recipes import load_tensor_type_file
 
+    quantize_model = getattr(args, "quantize_fn", None) or quantize_model  # kquant variants
+
     tensor_types: List = list(args.tensor_type or [])
     for f in args.tensor_type_file or []:
         tensor_types.extend(load_tensor_type_file(f))
@@ -43,6 +45,9 @@ def _quantize(args: argparse.Namespace) -> int:
         override_kv=args.override_kv or (),
         dry_run=args.dry_run,
         log=lambda s: print(s, file=sys.stderr),
+        executor=args.executor,
+        keep_split=args.keep_split,
+        split_max_size=args.split_max_size,
     )
     if args.dry_run:
         for t in report.tensors:
@@ -79,6 +84,10 @@ def _add_quantize(sub) -> None:
     q.add_argument("--target-bpw", type=float, help="choose types per tensor for this many bits per weight")
     q.add_argument("--target-size", help="choose types per tensor to fit this size (e.g. 3.2GB, 800MiB)")
     q.add_argument("--tensor-type-out", metavar="FILE", help="with a target: write the chosen recipe here")
+    q.add_argument("--executor", metavar="ADDRESS",
+                   help="run the per-tensor work on a Dask scheduler (tcp://host:8786) or local:N worker processes")
+    q.add_argument("--keep-split", action="store_true", help="write a split input as a split set like it")
+    q.add_argument("--split-max-size", metavar="SIZE", help="split the output into parts of at most SIZE (e.g. 4GB)")
     q.set_defaults(func=_quantize)
 
 
@@ -100,6 +109,12 @@ def _add_info(sub) -> None:
     add_parser(sub)
 
 
+def _add_variants(sub) -> None:
+    from .variants import add_parser
+
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kquant", description="GGML / llama.cpp block quantization, byte-exact with ggml.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -109,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize(sub)
     _add_evaluate(sub)
     _add_info(sub)
+    _add_variants(sub)
     return p
 
 

@@ -110,6 +110,7 @@ class GGUFTensorInfo:
     nbytes: int
     offset: int
     n_elements: int
+    part: int = 0  # index into GGUFReader.paths: the file of a split set holding the data
 
     @property
     def raw_shape(self) -> Tuple[int, ...]:
@@ -335,14 +336,22 @@ class GGUFReader:
     file order; ``metadata_type(key)`` gives the stored type ("u32", "arr[str]", ...).
     ``tensors`` lists ``GGUFTensorInfo`` in file order.
 
+    The first file of a split set (``name-00001-of-00004.gguf``, llama.cpp's gguf-split)
+    reads the whole model: ``tensors`` lists every part's tensors, ``paths`` the files
+    (``GGUFTensorInfo.part`` indexes it) and ``metadata`` is the first file's. A missing or
+    mismatched part, or a later part opened alone, is a ValueError; ``join_split=False``
+    reads just the one file.
+
     Raises OSError when the file cannot be opened or mapped and ValueError, naming the
     path and what is wrong, when it is not a valid GGUF file. Use as a context manager
     or call ``close()``; arrays returned by ``raw`` stay valid after closing (they keep
     the mapping alive).
     """
 
-    def __init__(self, path: PathLike):
+    def __init__(self, path: PathLike, *, join_split: bool = True):
         self.path = os.fspath(path)
+        self.paths: List[str] = [self.path]
+        self._parts: List[GGUFReader] = []
         self._mm: Optional[mmap.mmap] = None
         self._buf: Optional[np.ndarray] = None
         mm, buf = _open_bytes(self.path)
@@ -374,6 +383,14 @@ class GGUFReader:
             for name, dims, type_id, offset, nbytes in tensors
         ]
         self._index = {t.name: i for i, t in enumerate(self.tensors)}
+        if join_split and "split.count" in self.metadata:
+            from .split import join_parts
+
+            try:
+                join_parts(self)
+            except BaseException:
+                self.close()
+                raise
 
     def metadata_type(self, key: str) -> str:
         """The stored type of metadata `key`: "u32", "str", "arr[i32]", ... (KeyError if absent)."""
@@ -416,7 +433,8 @@ class GGUFReader:
         info = self.tensor(name)
         if self._buf is None:
             raise ValueError(f"{self.path}: the reader is closed")
-        view = self._buf[info.offset : info.offset + info.nbytes]
+        buf = self._buf if info.part == 0 else self._parts[info.part - 1]._buf
+        view = buf[info.offset : info.offset + info.nbytes]
         return view.reshape(info.raw_shape)
 
     def dequantize(self, name: str) -> np.ndarray:
@@ -439,6 +457,8 @@ class GGUFReader:
         mm = self._mm
         self._mm = self._buf = None
         _release(mm)
+        for part in self._parts:
+            part.close()
 
     def __enter__(self) -> GGUFReader:
         return self

@@ -168,6 +168,10 @@ def quantize_model(
     dry_run: bool = False,
     progress: Optional[bool] = None,
     log: Callable[[str], None] = lambda s: None,
+    executor: Any = None,
+    keep_split: bool = False,
+    split_max_size: Union[None, int, str] = None,
+    _collect: Optional[Callable[[Any], None]] = None,
 ) -> QuantizeReport:
     """Quantize the GGUF model `input` to `output` with llama-quantize's recipe `ftype`.
 
@@ -182,6 +186,13 @@ def quantize_model(
     total error within the budget (see `kquant.budget`); `tensor_types` pins stay fixed.
     The choice is applied as `--tensor-type` pins (written to `tensor_type_out` if given),
     and `ftype` defaults to the llama.cpp file type nearest in size.
+
+    `executor`: a `concurrent.futures.Executor`, a Dask `Client`, "local:N" (N worker
+    processes) or a Dask scheduler address ("tcp://host:8786") to run the per-tensor work
+    on; the file is written here and is byte-identical whatever runs the work (see
+    `kquant.executors`). `keep_split` writes a split input as a split set like it;
+    `split_max_size` ("4GB", bytes) splits the output into parts of at most that much
+    tensor data (`kquant.split`).
     """
     from . import _api
     from .diffusion import missing_5d_note, open_model
@@ -193,7 +204,8 @@ def quantize_model(
         from .recipes import parse_tensor_type_text
 
         choice = choose_for_budget(
-            input, target_bpw=target_bpw, target_size=target_size, imatrix=imatrix, pins=list(tensor_types)
+            input, target_bpw=target_bpw, target_size=target_size, imatrix=imatrix, pins=list(tensor_types),
+            executor=executor,
         )
         recipe_text = choice.to_tensor_type_file()
         if tensor_type_out is not None:
@@ -254,12 +266,42 @@ def quantize_model(
                 return report
             if output is None:
                 raise ValueError("an output path is required unless dry_run is set")
-            _write(reader, output, ft, plan, report, imat, overrides, progress)
+            if _collect is not None or executor is not None or keep_split or split_max_size is not None:
+                from .variants import OutputJob, run_jobs
+
+                job = OutputJob(os.fspath(output), ft, plan, report, imat, overrides)
+                if _collect is not None:
+                    _collect(job)
+                else:
+                    run_jobs(reader, [job], executor=executor, keep_split=keep_split,
+                             split_max_size=split_max_size, progress=progress)
+            else:
+                _write(reader, output, ft, plan, report, imat, overrides, progress)
     finally:
         if nthreads is not None:
             _api.set_num_threads(old_threads)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _output_metadata(reader, ft, imat, overrides) -> Dict[str, Tuple[Any, str]]:
+    """The output's metadata: (value, type) by key, in order. A split input's split keys
+    are dropped, as llama-quantize drops them (a split output gets its own)."""
+    meta: Dict[str, Tuple[Any, str]] = {}
+    for key, value in reader.metadata.items():
+        if key in _REWRITTEN_KEYS or key.startswith(_IMATRIX_PREFIX) or key == "general.alignment":
+            continue
+        if key in ("split.no", "split.count", "split.tensors.count"):
+            continue
+        meta[key] = (value, reader.metadata_type(key))
+    meta["general.quantization_version"] = (QUANTIZATION_VERSION, "u32")
+    meta["general.file_type"] = (int(ft) if ft != FileType.COPY else _copy_file_type(reader), "u32")
+    if imat is not None:
+        for key, value, kind in imat.quantize_metadata():
+            meta[key] = (value, kind)
+    for key, kind, value in overrides:  # replace in place, or append
+        meta[key] = (value, kind)
+    return meta
 
 
 def _write(reader, output, ft, plan, report, imat, overrides, progress) -> None:
@@ -268,18 +310,7 @@ def _write(reader, output, ft, plan, report, imat, overrides, progress) -> None:
     by_name = {t.name: t for t in report.tensors}
     bar = _Progress(sum(t.bytes_before for t in report.tensors), enabled=progress)
     with GGUFWriter(output, alignment=reader.alignment) as w:
-        meta: Dict[str, Tuple[Any, str]] = {}
-        for key, value in reader.metadata.items():
-            if key in _REWRITTEN_KEYS or key.startswith(_IMATRIX_PREFIX) or key == "general.alignment":
-                continue
-            meta[key] = (value, reader.metadata_type(key))
-        meta["general.quantization_version"] = (QUANTIZATION_VERSION, "u32")
-        meta["general.file_type"] = (int(ft) if ft != FileType.COPY else _copy_file_type(reader), "u32")
-        if imat is not None:
-            for key, value, kind in imat.quantize_metadata():
-                meta[key] = (value, kind)
-        for key, kind, value in overrides:  # replace in place, or append
-            meta[key] = (value, kind)
+        meta = _output_metadata(reader, ft, imat, overrides)
         for key, (value, kind) in meta.items():
             w.add_metadata(key, value, type=kind)
         for p in plan:

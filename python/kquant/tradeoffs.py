@@ -397,6 +397,23 @@ def _measure_tensor(
     return TensorMeasurement(info, len(rows_idx), sx, imat is not None, stats)
 
 
+def measure_one(
+    src: TensorSource,
+    info: TensorInfo,
+    types: Sequence[QuantType],
+    imat: Optional[np.ndarray],
+    sample_rows: Optional[int],
+    seed: int,
+) -> TensorMeasurement:
+    """One tensor's measurement; errors name the tensor."""
+    try:
+        return _measure_tensor(src, info, types, imat, sample_rows, seed)
+    except ValueError as e:
+        if str(e).startswith(info.name):
+            raise
+        raise ValueError(f"{info.name}: {e}") from None
+
+
 def measure(
     model: Any = None,
     types: Optional[Sequence[QTypeLike]] = None,
@@ -408,13 +425,18 @@ def measure(
     extra_types: Optional[Mapping[str, Iterable[QTypeLike]]] = None,
     nonquantized_type: Optional[QTypeLike] = None,
     progress: Optional[Callable[[int, int, str], None]] = None,
+    executor: Any = None,
 ) -> Measurement:
     """Quantize every quantizable tensor of ``model`` with each type and measure the error.
 
     ``model``: None (the built-in sample), a GGUF or safetensors path, a mapping of GGUF-style
     names to arrays, or a :class:`~kquant.tensors.TensorSource`. ``extra_types`` adds types for
     single tensors (the budget solver's pins and recipe comparisons). ``progress(i, n, name)`` is
-    called before each tensor.
+    called before each tensor (as its result arrives, with an executor).
+
+    ``executor``: a ``concurrent.futures.Executor``, a Dask ``Client``, ``"local:N"`` or a Dask
+    scheduler address; each tensor is measured there (:mod:`kquant.executors`), with the same
+    results as here.
     """
     t_start = time.perf_counter()
     src = open_source(model)
@@ -426,21 +448,24 @@ def measure(
     imat = load_imatrix_arg(imatrix)
     quant, fixed = split_tensors(src, nonquantized_type)
     extra = {k: [QuantType.parse(t) for t in v] for k, v in (extra_types or {}).items()}
-    out = []
-    for i, info in enumerate(quant):
-        if progress is not None:
-            progress(i, len(quant), info.name)
+    jobs = []
+    for info in quant:
         need: List[QuantType] = []
         for t in [*ts, *extra.get(info.name, ())]:
             e = effective_type(t, info.row_length)
             if e not in need:
                 need.append(e)
-        try:
-            out.append(_measure_tensor(src, info, need, _importance(imat, info), sample_rows, seed))
-        except ValueError as e:
-            if str(e).startswith(info.name):
-                raise
-            raise ValueError(f"{info.name}: {e}") from None
+        jobs.append((info, need))
+    if executor is not None:
+        from .executors import measure_tensors
+
+        out = measure_tensors(executor, src, jobs, imat, sample_rows, seed, progress)
+    else:
+        out = []
+        for i, (info, need) in enumerate(jobs):
+            if progress is not None:
+                progress(i, len(quant), info.name)
+            out.append(measure_one(src, info, need, _importance(imat, info), sample_rows, seed))
     return Measurement(
         description=src.description,
         facts=src.model_facts(),
@@ -619,6 +644,7 @@ def recommend(
     pins: Sequence[Any] = (),
     sample_rows: Optional[int] = DEFAULT_SAMPLE_ROWS,
     seed: int = 0,
+    executor: Any = None,
 ) -> Recommendation:
     """Measure size against error for each type on ``model`` and, given a budget
     (``target_bpw`` bits per weight or ``target_size`` bytes / "3.2GB" / "800MiB"), choose a type
@@ -626,6 +652,7 @@ def recommend(
 
     ``model``: None for the built-in sample, a GGUF or safetensors path, a mapping of names to
     arrays or a TensorSource. The result prints as a table (and as HTML in a notebook).
+    ``executor``: where to measure each tensor, as for :func:`measure`.
     """
     from . import budget
 
@@ -636,7 +663,8 @@ def recommend(
     want_choice = target_bpw is not None or target_size is not None
     if want_choice:
         extra = budget.types_to_measure(src, target_bpw=target_bpw, target_size=target_size, pins=pins)
-    m = measure(src, ts, imatrix=imat, sample_rows=sample_rows, seed=seed, exact=exact, extra_types=extra)
+    m = measure(src, ts, imatrix=imat, sample_rows=sample_rows, seed=seed, exact=exact, extra_types=extra,
+                executor=executor)
     choice = None
     if want_choice:
         choice = budget.choose_from_measurement(
@@ -680,6 +708,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tensor-type-out", metavar="FILE",
                    help="write the budget choice as a llama-quantize --tensor-type-file")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--executor", metavar="ADDRESS",
+                   help="measure on a Dask scheduler (tcp://host:8786) or local:N worker processes")
     p.set_defaults(func=run_cli)
     p.epilog = f"Default types: {' '.join(t.name for t in DEFAULT_TYPES)}."
 
@@ -711,7 +741,7 @@ def run_cli(args: Any) -> int:
         extra = budget.types_to_measure(src, target_bpw=args.target_bpw, target_size=args.target_size,
                                         pins=args.tensor_type)
     m = measure(src, ts, imatrix=args.imatrix, sample_rows=args.sample_rows, seed=args.seed, exact=args.exact,
-                extra_types=extra, progress=progress if tty else None)
+                extra_types=extra, progress=progress if tty else None, executor=args.executor)
     if tty:
         print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
     rec = Recommendation(m, ts)
