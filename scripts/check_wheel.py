@@ -377,11 +377,12 @@ MH_MAGIC_64 = 0xFEEDFACF
 MACHO_CPU = {"aarch64": 0x0100000C, "x86_64": 0x01000007}  # CPU_TYPE_ARM64, CPU_TYPE_X86_64
 MH_FILETYPES = {6: "MH_DYLIB", 8: "MH_BUNDLE"}
 LC_SYMTAB, LC_CODE_SIGNATURE, LC_VERSION_MIN_MACOSX, LC_BUILD_VERSION = 0x2, 0x1D, 0x24, 0x32
+LC_DYLD_INFO, LC_DYLD_INFO_ONLY, LC_DYLD_CHAINED_FIXUPS = 0x22, 0x80000022, 0x80000034
 LC_DYLIBS = {0xC: "LC_LOAD_DYLIB", 0x80000018: "LC_LOAD_WEAK_DYLIB", 0x8000001F: "LC_REEXPORT_DYLIB",
              0x20: "LC_LAZY_LOAD_DYLIB", 0x80000023: "LC_LOAD_UPWARD_DYLIB"}
 # What every macOS has: the system libraries and frameworks, never a Python.
 MACOS_SYSTEM_PREFIXES = ("/usr/lib/", "/System/Library/Frameworks/")
-DYNAMIC_LOOKUP_ORDINAL = 0xFE  # n_desc library ordinal of `-undefined dynamic_lookup` symbols
+FLAT_LOOKUP_ORDINAL = -2  # BIND_SPECIAL_DYLIB_FLAT_LOOKUP: `-undefined dynamic_lookup`
 
 
 def macos_version(v: int) -> Tuple[int, int, int]:
@@ -429,6 +430,63 @@ def check_macho_signature(c: Checker, data: bytes, off: int, size: int) -> None:
              f"({algo}), all hashes match")
 
 
+def uleb(data: bytes, i: int) -> Tuple[int, int]:
+    v = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return v, i
+
+
+def macho_binds(data: bytes, dyld_info: Optional[Tuple[int, ...]], chained: Optional[Tuple[int, int]]) -> Dict[str, int]:
+    """{imported symbol: library ordinal} as dyld binds them (-2: flat lookup in every image
+    loaded, what `-undefined dynamic_lookup` asks for; 1...: the n-th LC_LOAD_DYLIB), from
+    the bind opcodes of LC_DYLD_INFO or the imports of LC_DYLD_CHAINED_FIXUPS."""
+    binds: Dict[str, int] = {}
+    if dyld_info is not None:
+        for off, size in ((dyld_info[2], dyld_info[3]), (dyld_info[4], dyld_info[5]), (dyld_info[6], dyld_info[7])):
+            i, end, ordinal, name = off, off + size, 0, ""
+            while i < end:
+                op, imm = data[i] & 0xF0, data[i] & 0x0F
+                i += 1
+                if op == 0x10:
+                    ordinal = imm
+                elif op == 0x20:
+                    ordinal, i = uleb(data, i)
+                elif op == 0x30:
+                    ordinal = imm - 16 if imm else 0
+                elif op == 0x40:
+                    j = data.index(b"\0", i)
+                    name, i = data[i:j].decode(errors="replace"), j + 1
+                elif op in (0x60, 0x70, 0x80, 0xA0):
+                    _, i = uleb(data, i)
+                elif op == 0xC0:
+                    _, i = uleb(data, i)
+                    _, i = uleb(data, i)
+                elif op == 0xD0 and imm == 0:
+                    _, i = uleb(data, i)
+                if op in (0x90, 0xA0, 0xB0, 0xC0) and name:
+                    binds[name] = ordinal
+    if chained is not None:
+        base = chained[0]
+        _, _, imports_off, symbols_off, count, fmt, _ = struct.unpack_from("<7I", data, base)
+        for k in range(count):
+            if fmt == 3:
+                v = struct.unpack_from("<Q", data, base + imports_off + 16 * k)[0]
+                ordinal, name_off = v & 0xFFFF, v >> 32
+                ordinal = ordinal - 0x10000 if ordinal >= 0xFFF0 else ordinal
+            else:
+                v = struct.unpack_from("<I", data, base + imports_off + (4 if fmt == 1 else 8) * k)[0]
+                ordinal, name_off = v & 0xFF, v >> 9
+                ordinal = ordinal - 0x100 if ordinal >= 0xF0 else ordinal
+            j = base + symbols_off + name_off
+            binds[data[j : data.index(b"\0", j)].decode(errors="replace")] = ordinal
+    return binds
+
+
 def check_macho(c: Checker, path: str, arch: str, tag_version: Optional[Tuple[int, int]]) -> None:
     with open(path, "rb") as f:
         data = f.read()
@@ -444,7 +502,7 @@ def check_macho(c: Checker, path: str, arch: str, tag_version: Optional[Tuple[in
         c.ok(f"Mach-O: 64-bit {MH_FILETYPES[filetype]} for {'arm64' if arch == 'aarch64' else arch}")
     dylibs: List[Tuple[str, str]] = []
     minos = None
-    symtab = sig = None
+    symtab = sig = dyld_info = chained = None
     at = 32
     for _ in range(ncmds):
         cmd, size = struct.unpack_from("<II", data, at)
@@ -463,6 +521,10 @@ def check_macho(c: Checker, path: str, arch: str, tag_version: Optional[Tuple[in
             symtab = struct.unpack_from("<4I", data, at + 8)
         elif cmd == LC_CODE_SIGNATURE:
             sig = struct.unpack_from("<II", data, at + 8)
+        elif cmd in (LC_DYLD_INFO, LC_DYLD_INFO_ONLY):
+            dyld_info = struct.unpack_from("<10I", data, at + 8)
+        elif cmd == LC_DYLD_CHAINED_FIXUPS:
+            chained = struct.unpack_from("<II", data, at + 8)
         at += size
 
     if minos is None:
@@ -489,7 +551,7 @@ def check_macho(c: Checker, path: str, arch: str, tag_version: Optional[Tuple[in
     else:
         symoff, nsyms, stroff, strsize = symtab
         for i in range(nsyms):
-            strx, ntype, _, desc, _ = struct.unpack_from("<IBBHQ", data, symoff + 16 * i)
+            strx, ntype, _, _, _ = struct.unpack_from("<IBBHQ", data, symoff + 16 * i)
             if ntype & 0xE0:  # debugging (stab) entry
                 continue
             name = data[stroff + strx : stroff + strsize].split(b"\0", 1)[0].decode(errors="replace")
@@ -498,8 +560,9 @@ def check_macho(c: Checker, path: str, arch: str, tag_version: Optional[Tuple[in
                 exported.add(name)
             elif t == 0x0E:
                 local_funcs += 1
-            elif t == 0 and ntype & 0x01 and name.startswith("_Py"):
-                (py_undef if (desc >> 8) & 0xFF == DYNAMIC_LOOKUP_ORDINAL else py_bound).append(name)
+        for name, ordinal in macho_binds(data, dyld_info, chained).items():
+            if name.startswith("_Py"):
+                (py_undef if ordinal == FLAT_LOOKUP_ORDINAL else py_bound).append(f"{name} ({ordinal})")
     if "_PyInit__kquant" in exported:
         c.ok("exports PyInit__kquant")
     else:
@@ -507,9 +570,10 @@ def check_macho(c: Checker, path: str, arch: str, tag_version: Optional[Tuple[in
     if py_bound:
         c.fail(f"Python symbols bound to a library instead of looked up at load time: {py_bound[:5]}")
     elif not py_undef:
-        c.fail("no undefined _Py* symbols: not a Python extension?")
+        c.fail("no _Py* symbols bound: not a Python extension, or bind information not found?")
     else:
-        c.ok(f"{len(py_undef)} Python C-API symbols, all resolved from the loading interpreter (-undefined dynamic_lookup)")
+        c.ok(f"{len(py_undef)} Python C-API symbols, all bound by flat lookup in the loading interpreter "
+             "(-undefined dynamic_lookup)")
     c.has_symtab = local_funcs > 0  # type: ignore[attr-defined]
 
     if sig is None:
@@ -655,7 +719,13 @@ def disassemble(c: Checker, path: str, arch: str, fmt: str = "elf") -> Optional[
             continue
         m = ins.match(line)
         if m:
-            funcs[fn].append((m.group(1), m.group(2)))
+            mn, ops = m.group(1), m.group(2)
+            if fmt == "macho" and arch == "aarch64" and "." in mn and not mn.startswith("b."):
+                # Apple's syntax puts the arrangement on the mnemonic (sdot.4s v6, v4, v5);
+                # spell it the generic way (sdot v6.4s, v4.4s, v5.4s) for the checks
+                mn, arr = mn.split(".", 1)
+                ops = re.sub(r"\bv(\d+)\b(?!\.)", rf"v\1.{arr}", ops)
+            funcs[fn].append((mn, ops))
     return funcs
 
 
@@ -754,7 +824,11 @@ def check_x86(c: Checker, funcs: Dict[str, List[Tuple[str, str]]], has_symtab: b
         c.ok(f"baseline x86-64 elsewhere: VEX code only in the {len(vex_funcs)} runtime-dispatched avx2/f16c functions")
 
 
-def check_aarch64(c: Checker, funcs: Dict[str, List[Tuple[str, str]]], has_symtab: bool) -> None:
+def check_aarch64(
+    c: Checker, funcs: Dict[str, List[Tuple[str, str]]], has_symtab: bool, sdot_baseline: bool = False
+) -> None:
+    """sdot_baseline: the target's baseline CPU has SDOT (aarch64-apple-darwin: apple-m1,
+    as every Apple-silicon Mac), so the compiler may use it anywhere."""
     vreg = re.compile(r"\bv\d+\.(?:16b|8b|8h|4h|4s|2s|2d|1d|b|h|s|d)\b|\bq\d+\b")
     sve = re.compile(r"\bz\d+\.[bhsdq]\b|\bp\d+/[zm]\b")
     total = Counter()
@@ -820,7 +894,9 @@ def check_aarch64(c: Checker, funcs: Dict[str, List[Tuple[str, str]]], has_symta
         c.ok(f"SDOT kernels: {len(neon_sdot)} neon functions use sdot ({summarize(neon_sdot, 3)})")
     allowed = re.compile(r"neon|sdot|dotprod", re.IGNORECASE)
     stray = [f for f in sdot_funcs if not allowed.search(f)]
-    if stray:
+    if stray and sdot_baseline:
+        c.ok(f"SDOT also in {len(stray)} other functions: allowed, every Apple-silicon Mac has it ({summarize(stray, 2)})")
+    elif stray:
         c.fail(f"SDOT outside the runtime-dispatched kernels (built with target-feature=+dotprod?): {summarize(stray)}")
     else:
         c.ok("baseline aarch64 elsewhere: SDOT only in runtime-dispatched neon functions")
@@ -857,7 +933,10 @@ def check_wheel(path: str) -> Checker:
         funcs = disassemble(c, so, arch, fmt)
         if funcs is not None:
             has_symtab = getattr(c, "has_symtab", False)
-            (check_x86 if arch == "x86_64" else check_aarch64)(c, funcs, has_symtab)
+            if arch == "x86_64":
+                check_x86(c, funcs, has_symtab)
+            else:
+                check_aarch64(c, funcs, has_symtab, sdot_baseline=kind == "macos")
     return c
 
 
