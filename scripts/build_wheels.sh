@@ -226,6 +226,21 @@ for t in "${TARGETS[@]}"; do
     macos-arm64) envs+=(MACOSX_DEPLOYMENT_TARGET=11.0) ;;
     macos-x86_64) envs+=(MACOSX_DEPLOYMENT_TARGET=10.12) ;;
     esac
+    if [ "$t" = windows ]; then
+        # Debian's rustc asks MinGW for -lssp_nonshared -lssp (its own MinGW builds with the
+        # stack protector; Rust code never calls it), which zig's MinGW does not have:
+        # empty archives stand in for them.
+        mkdir -p "$TOOLS/mingw-stubs"
+        for lib in ssp ssp_nonshared; do [ -f "$TOOLS/mingw-stubs/lib$lib.a" ] || ar rc "$TOOLS/mingw-stubs/lib$lib.a"; done
+        envs+=(RUSTFLAGS="-L native=$TOOLS/mingw-stubs")
+        # maturin (1.16) writes a .def that exports PyInit_<dotted module-name>, i.e.
+        # PyInit_kquant._kquant, a symbol that does not exist, and the link fails; a folder
+        # in its place makes maturin skip it (a warning), and the export list rustc writes
+        # (PyInit__kquant) is used instead. check_wheel.py checks the export.
+        mkdir -p "$CARGO_TARGET_DIR/maturin"
+        rm -f "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
+        mkdir -p "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
+    fi
     std=""
     if [ "$BUILD_STD" = 1 ]; then
         envs+=(RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort)
