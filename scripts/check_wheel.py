@@ -34,6 +34,7 @@ import argparse
 import base64
 import csv
 import email.parser
+import gc
 import hashlib
 import io
 import os
@@ -943,11 +944,19 @@ def check_wheel(path: str) -> Checker:
 # -- smoke test ------------------------------------------------------------------------
 
 
-def cpu_features() -> str:
-    """What this CPU offers the SIMD paths (as the dispatcher would detect it)."""
+def machine() -> str:
+    """platform.machine(), except on Windows: there CPython >= 3.12 asks WMI, which wine
+    8.0 cannot answer (it aborts the process); the environment says the same."""
     import platform
 
-    m = platform.machine()
+    if os.name == "nt":
+        return os.environ.get("PROCESSOR_ARCHITECTURE", "?")
+    return platform.machine()
+
+
+def cpu_features() -> str:
+    """What this CPU offers the SIMD paths (as the dispatcher would detect it)."""
+    m = machine()
     try:
         if m == "aarch64":
             import ctypes
@@ -977,7 +986,7 @@ def smoke(save: Optional[str], compare: Optional[str]) -> int:
     isa = getattr(kquant, "isa", None)
     print(f"kquant {getattr(kquant, '__version__', '?')} from {os.path.dirname(kquant.__file__)}")
     print(
-        f"python {platform.python_version()} {platform.machine()}, numpy {np.__version__}, "
+        f"python {platform.python_version()} {machine()}, numpy {np.__version__}, "
         f"isa {isa() if callable(isa) else isa if isa else '(no kquant.isa)'}, "
         f"KQUANT_ISA={os.environ.get('KQUANT_ISA', '')!r}, threads {kquant.get_num_threads()}"
     )
@@ -1093,6 +1102,10 @@ def smoke(save: Optional[str], compare: Optional[str]) -> int:
                 print(f"GGUF    gguf-py reads kquant's file: {len(gr.tensors)} tensors, {'ok' if ok else 'MISMATCH'}")
                 if not ok:
                     failures.append("gguf-py reads other tensor bytes than kquant wrote")
+                # gguf-py's reader keeps the file memory-mapped until it is collected, and
+                # Windows cannot delete a mapped file (the temporary folder's cleanup)
+                del gr
+                gc.collect()
             if hasattr(kquant, "GGUFReader"):
                 p2 = os.path.join(tmp, "gguf-py.gguf")
                 gw2 = gguf.GGUFWriter(p2, "smoke")

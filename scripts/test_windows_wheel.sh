@@ -15,12 +15,16 @@
 # - NumPy and gguf-py (with their dependencies): their win_amd64 wheels from PyPI
 #   (pip download --platform win_amd64), unzipped. NumPy is held at 2.1.3 on 3.13 and
 #   2.0.2 on 3.9: newer NumPy calls ucrtbase's crealf, which wine 8.0 lacks;
-# - the kquant wheel is unzipped and put on the embedded Python's path (its ._pth file).
+# - the kquant wheel is unzipped and put on the embedded Python's path (its ._pth file);
+# - wine 8.0 has no bcryptprimitives.dll, which every Windows since 8 has and Rust's std
+#   imports (ProcessPrng, for HashMap seeds): a stand-in DLL whose ProcessPrng calls
+#   advapi32's RtlGenRandom is compiled with zig (PyPI's ziglang) and put beside
+#   python.exe. It is for wine only; the wheel is unchanged.
 # Runs, for each CPython: import, then the smoke test (scripts/check_wheel.py --smoke)
 # with KQUANT_ISA=scalar and with the best ISA (AVX2 on this CPU), compared.
 #
 # Environment: KQUANT_WIN_DIR (work folder, default /tmp/kquant-win), KQUANT_WIN_PYTHONS
-# (default "3.9 3.13").
+# (default "3.9 3.13"), KQUANT_WHEEL_TOOLS (build_wheels.sh's tool venv, for zig).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,6 +58,36 @@ if [ ! -f "$WINEPREFIX/system.reg" ]; then
 fi
 timeout 120 "$WINE" reg add 'HKCU\Software\Wine' /v Version /d win10 /f >/dev/null 2>&1
 "$WINE" --version
+
+# -- wine's missing bcryptprimitives.dll ------------------------------------------------
+SHIM=$W/shim/bcryptprimitives.dll
+if [ ! -f "$SHIM" ]; then
+    step "bcryptprimitives.dll stand-in for wine (zig cc)"
+    TOOLS=${KQUANT_WHEEL_TOOLS:-/tmp/kquant-wheel-tools}
+    if ! "$TOOLS/bin/python" -m ziglang version >/dev/null 2>&1; then
+        [ -x "$TOOLS/bin/python" ] || python3 -m venv "$TOOLS"
+        "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check "${KQUANT_ZIG_SPEC:-ziglang==0.17.1}"
+    fi
+    mkdir -p "$W/shim"
+    cat >"$W/shim/bcryptprimitives.c" <<'EOF'
+#include <windows.h>
+/* advapi32's RtlGenRandom */
+BOOLEAN WINAPI SystemFunction036(PVOID buffer, ULONG length);
+
+/* Windows 8+: fills data with len random bytes; wine 8.0 lacks it */
+__declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len) {
+    while (len) {
+        ULONG n = len > 0x40000000 ? 0x40000000 : (ULONG)len;
+        if (!SystemFunction036(data, n)) return FALSE;
+        data += n;
+        len -= n;
+    }
+    return TRUE;
+}
+EOF
+    (cd "$W/shim" && "$TOOLS/bin/python" -m ziglang cc -target x86_64-windows-gnu -shared -O2 \
+        -o bcryptprimitives.dll bcryptprimitives.c -ladvapi32)
+fi
 
 # -- the wheel -------------------------------------------------------------------------
 step "unpack $(basename "$WHL")"
@@ -97,6 +131,7 @@ EOF
             --python-version "$ver" -d "$W/whl$tag" "$numpy_spec" "gguf>=0.17"
         for w in "$W/whl$tag"/*.whl; do python3 -m zipfile -e "$w" "$site"; done
     fi
+    cp "$SHIM" "$py/"
     # the embeddable CPython ignores PYTHONPATH: its ._pth file is the whole sys.path
     printf 'python%s.zip\n.\n..\\site%s\n..\\wheel\n' "$tag" "$tag" >"$py/python$tag._pth"
 
@@ -104,11 +139,14 @@ EOF
     cd "$W"
     run() {
         local t=$SECONDS
-        timeout 600 env "$@"
+        # CPython 3.9 under wine 8.0 cannot set up sys.stdout on a regular file or a
+        # missing stdin ("can't initialize sys standard streams"): pipes it can
+        timeout 600 env "$@" </dev/null 2>&1 | cat
         echo "   ($((SECONDS - t))s under wine)"
     }
     step "CPython $ver under wine: import"
-    run "$WINE" "py$tag/python.exe" -c 'import kquant, platform, sys, numpy; print("import kquant", kquant.__version__, "from", kquant._kquant.__file__, "on", platform.system(), platform.release(), platform.machine(), "python", sys.version.split()[0], "numpy", numpy.__version__, "isa", kquant.isa())'
+    # (not platform.machine(): CPython >= 3.12 asks WMI, which aborts under wine 8.0)
+    run "$WINE" "py$tag/python.exe" -c 'import kquant, os, sys, numpy; print("import kquant", kquant.__version__, "from", kquant._kquant.__file__, "on", sys.platform, os.environ.get("PROCESSOR_ARCHITECTURE"), "python", sys.version.split()[0], "numpy", numpy.__version__, "isa", kquant.isa())'
     step "CPython $ver under wine: smoke test, KQUANT_ISA=scalar"
     run KQUANT_ISA=scalar "$WINE" "py$tag/python.exe" check_wheel.py --smoke --save "scalar$tag.npz"
     step "CPython $ver under wine: smoke test, best ISA, compared with scalar"
