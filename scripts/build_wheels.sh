@@ -232,14 +232,15 @@ for t in "${TARGETS[@]}"; do
         # empty archives stand in for them.
         mkdir -p "$TOOLS/mingw-stubs"
         for lib in ssp ssp_nonshared; do [ -f "$TOOLS/mingw-stubs/lib$lib.a" ] || ar rc "$TOOLS/mingw-stubs/lib$lib.a"; done
-        envs+=(RUSTFLAGS="-L native=$TOOLS/mingw-stubs")
         # maturin (1.16) writes a .def that exports PyInit_<dotted module-name>, i.e.
         # PyInit_kquant._kquant, a symbol that does not exist, and the link fails; a folder
-        # in its place makes maturin skip it (a warning), and the export list rustc writes
-        # (PyInit__kquant) is used instead. check_wheel.py checks the export.
+        # in its place makes maturin skip it (a warning), and this .def exports the real
+        # PyInit__kquant alone (without one, the linker would export every global symbol).
         mkdir -p "$CARGO_TARGET_DIR/maturin"
         rm -f "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
         mkdir -p "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
+        printf 'EXPORTS\n    PyInit__kquant\n' >"$TOOLS/mingw-stubs/kquant-exports.def"
+        envs+=(RUSTFLAGS="-L native=$TOOLS/mingw-stubs -C link-arg=$TOOLS/mingw-stubs/kquant-exports.def")
     fi
     std=""
     if [ "$BUILD_STD" = 1 ]; then
