@@ -332,8 +332,6 @@ def check_elf(c: Checker, path: str, arch: str, kind: str = "manylinux") -> None
             c.ok(f"symbol versions: max {top} (<= GLIBC_2.17; {tops}); all: {' '.join(versions)}")
         c.glibc_max = top  # type: ignore[attr-defined]
 
-        c.has_symtab = elf.get_section_by_name(".symtab") is not None  # type: ignore[attr-defined]
-
 
 def check_auditwheel(c: Checker, arch: str, kind: str = "manylinux") -> None:
     exe = shutil.which("auditwheel") or (
