@@ -45,7 +45,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALL_TARGETS=(x86_64 aarch64 musl-x86_64 musl-aarch64 macos-arm64 macos-x86_64 windows)
 TARGETS=()
 TEST=1
-usage() { echo "usage: $0 [${ALL_TARGETS[*]// /|}|all|linux|manylinux|musl|macos ...] [--no-test]" >&2; }
+usage() {
+    local IFS='|'
+    echo "usage: $0 [${ALL_TARGETS[*]}|all|linux|manylinux|musl|macos ...] [--no-test]" >&2
+}
 for a in "$@"; do
     case "$a" in
     x86_64 | aarch64 | musl-x86_64 | musl-aarch64 | macos-arm64 | macos-x86_64 | windows) TARGETS+=("$a") ;;
