@@ -240,7 +240,7 @@ for t in "${TARGETS[@]}"; do
         # in its place makes maturin skip it (a warning), and this .def exports the real
         # PyInit__kquant alone (without one, the linker would export every global symbol).
         mkdir -p "$CARGO_TARGET_DIR/maturin"
-        rm -f "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
+        rm -rf "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
         mkdir -p "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
         printf 'EXPORTS\n    PyInit__kquant\n' >"$TOOLS/mingw-stubs/kquant-exports.def"
         envs+=(RUSTFLAGS="-L native=$TOOLS/mingw-stubs -C link-arg=$TOOLS/mingw-stubs/kquant-exports.def")
