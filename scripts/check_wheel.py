@@ -4,22 +4,30 @@
     scripts/check_wheel.py WHEEL...                      static checks of each wheel
     scripts/check_wheel.py --smoke [--save F.npz] [--compare F.npz]
 
-Static checks (exit 1 on any failure, each named on a FAIL line):
+Static checks (exit 1 on any failure, each named on a FAIL line); docs/wheels.md has
+the full list:
 
-- tags: the file name and the WHEEL metadata both say cp39-abi3 and only
-  manylinux2014_<arch> / manylinux_2_17_<arch>, arch x86_64 or aarch64; RECORD's
-  hashes and sizes match every file;
-- the extension: one kquant/_kquant.abi3.so, ELF64 little-endian shared object whose
-  e_machine is the tag's architecture, exporting PyInit__kquant, needing no libpython
-  and only libraries manylinux2014 allows;
-- symbol versions: GLIBC_* at most 2.17 (GCC_*, GLIBCXX_*, CXXABI_* within
-  manylinux2014 too), read from .gnu.version_r with pyelftools; `auditwheel show`
-  must agree when auditwheel is installed;
-- instruction sets, from objdump's disassembly: x86_64 has AVX2 kernels (ymm
-  vpmaddubsw, vfmadd*, vcvtph2ps) and no VEX/EVEX code outside runtime-dispatched
-  functions (so not built for the build machine's CPU); aarch64 has NEON kernels
-  (kquant_core::arch::aarch64::neon::* on v-registers) including SDOT ones, with SDOT
-  and SVE nowhere else.
+- tags: the file name and the WHEEL metadata both say cp39-abi3 and one platform:
+  manylinux2014_<arch> / manylinux_2_17_<arch>, musllinux_1_2_<arch>, macosx_11_0_arm64
+  (or older) / macosx_10_12_x86_64 (or older), win_amd64; RECORD's hashes and sizes
+  match every file;
+- Linux: one kquant/_kquant.abi3.so, ELF64 little-endian shared object whose e_machine
+  is the tag's architecture, exporting PyInit__kquant, needing no libpython and only
+  libraries manylinux2014 (musllinux) allows; symbol versions: GLIBC_* at most 2.17
+  (GCC_*, GLIBCXX_*, CXXABI_* within manylinux2014 too; none at all for musl), read
+  from .gnu.version_r with pyelftools; `auditwheel show` must agree when auditwheel is
+  installed (not for musllinux on a glibc machine);
+- macOS: a thin Mach-O dylib of the tag's CPU, minimum macOS not above the tag's,
+  linking system libraries only, Python symbols bound by flat lookup (dynamic_lookup),
+  exporting _PyInit__kquant, with a code signature whose page hashes match (required
+  on arm64);
+- Windows: kquant/_kquant.pyd, a PE32+ AMD64 DLL exporting PyInit__kquant, importing
+  python3.dll (never python3X.dll) and otherwise system DLLs only;
+- instruction sets, from objdump's disassembly (llvm-objdump for Mach-O): x86_64 has
+  AVX2 kernels (ymm vpmaddubsw, vfmadd*, vcvtph2ps) and no VEX/EVEX code outside
+  runtime-dispatched functions (so not built for the build machine's CPU); aarch64 has
+  NEON kernels (kquant_core::arch::aarch64::neon::* on v-registers) including SDOT
+  ones, with SDOT (except on Apple silicon, where it is baseline) and SVE nowhere else.
 
 --smoke runs quantize / dequantize / vec_dot / matmul for every type and a GGUF write
 and read with the kquant importable here (no pyelftools needed). --save writes the
