@@ -1,20 +1,40 @@
 #!/usr/bin/env bash
-# Builds kquant's abi3 manylinux2014 wheels (cp39-abi3, glibc >= 2.17) for x86_64 and
-# aarch64 into dist/, checks them (scripts/check_wheel.py) and smoke-tests them.
+# Builds kquant's abi3 wheels (cp39-abi3: one wheel per platform for every CPython >= 3.9)
+# into dist/, checks them (scripts/check_wheel.py) and tests what this machine can run.
 #
-#   scripts/build_wheels.sh [x86_64|aarch64|all] [--no-test]      (default: all)
+#   scripts/build_wheels.sh [TARGET|GROUP ...] [--no-test]        (default: all)
+#
+# TARGET            wheel platform tag               Rust target
+# x86_64            manylinux2014_x86_64 (glibc 2.17) x86_64-unknown-linux-gnu
+# aarch64           manylinux2014_aarch64             aarch64-unknown-linux-gnu
+# musl-x86_64       musllinux_1_2_x86_64 (Alpine)     x86_64-unknown-linux-musl
+# musl-aarch64      musllinux_1_2_aarch64             aarch64-unknown-linux-musl
+# macos-arm64       macosx_11_0_arm64 (Apple silicon) aarch64-apple-darwin
+# macos-x86_64      macosx_10_12_x86_64 (Intel Macs)  x86_64-apple-darwin
+# windows           win_amd64 (links python3.dll)     x86_64-pc-windows-gnu
+# GROUP: all (every target), linux (manylinux + musllinux), manylinux, musl, macos.
 #
 # On an x86_64 Debian 12 machine, as root, from nothing but apt, PyPI and crates.io:
-# - maturin builds with `--zig`: zig (PyPI's ziglang) links against glibc 2.17 stubs,
-#   so the extension needs nothing newer than GLIBC_2.17 although the machine has 2.36;
+# - maturin builds with `--zig`: zig (PyPI's ziglang) is the linker and brings the libc
+#   stubs of every target: glibc 2.17 (so the Linux extension needs nothing newer than
+#   GLIBC_2.17 although the machine has 2.36), musl, macOS's libSystem, MinGW-w64;
 # - x86_64 uses the cargo on PATH (rustup's); aarch64 uses it too if it has the aarch64
 #   standard library, else Debian's rustc-web/cargo-web with libstd-rust-web-dev:arm64;
+#   the musl, macOS and Windows targets use the cargo on PATH if it has their standard
+#   library, else Debian's rustc-web builds it from rust-web-src (`-Zbuild-std`, allowed
+#   by RUSTC_BOOTSTRAP=1): no SDK or toolchain comes from anywhere else;
+# - macOS: MACOSX_DEPLOYMENT_TARGET 11.0 (arm64) / 10.12 (x86_64, Rust's own minimum);
+#   zig's linker signs the arm64 extension ad hoc, as Apple silicon requires;
+# - Windows: PyO3's generate-import-lib writes python3.dll's import library, so the
+#   extension links the stable ABI's python3.dll, and no Windows Python is needed;
 # - the SIMD kernels (AVX2, NEON) are runtime-dispatched: RUSTFLAGS are cleared, never
 #   target-cpu=native; check_wheel.py verifies the kernels are in and nothing else uses
-#   AVX / SDOT;
-# - symbols are kept (debug info stripped) so profilers and check_wheel.py see names.
+#   AVX / SDOT (SDOT is baseline on Apple silicon);
+# - symbols are kept (ELF debug info stripped) so profilers and check_wheel.py see names.
 # Tests (skipped with --no-test): x86_64 in a fresh venv (KQUANT_ISA default and scalar,
-# compared); aarch64 under qemu-user with scripts/test_aarch64_wheel.sh.
+# compared); aarch64 under qemu-user (scripts/test_aarch64_wheel.sh); windows under wine
+# with python.org's CPython (scripts/test_windows_wheel.sh). The macOS and musllinux
+# wheels get the static checks only: no macOS and no musl CPython can run here.
 #
 # Environment: KQUANT_WHEEL_OUT (default <repo>/dist), CARGO_TARGET_DIR (default
 # <repo>/target/wheels), KQUANT_WHEEL_TOOLS (tool venv, default /tmp/kquant-wheel-tools),
@@ -22,23 +42,51 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ARCH=all
+ALL_TARGETS=(x86_64 aarch64 musl-x86_64 musl-aarch64 macos-arm64 macos-x86_64 windows)
+TARGETS=()
 TEST=1
+usage() {
+    local IFS='|'
+    echo "usage: $0 [${ALL_TARGETS[*]}|all|linux|manylinux|musl|macos ...] [--no-test]" >&2
+}
 for a in "$@"; do
     case "$a" in
-    x86_64 | aarch64 | all) ARCH=$a ;;
+    x86_64 | aarch64 | musl-x86_64 | musl-aarch64 | macos-arm64 | macos-x86_64 | windows) TARGETS+=("$a") ;;
+    all) TARGETS+=("${ALL_TARGETS[@]}") ;;
+    linux) TARGETS+=(x86_64 aarch64 musl-x86_64 musl-aarch64) ;;
+    manylinux) TARGETS+=(x86_64 aarch64) ;;
+    musl) TARGETS+=(musl-x86_64 musl-aarch64) ;;
+    macos) TARGETS+=(macos-arm64 macos-x86_64) ;;
     --no-test) TEST=0 ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "usage: $0 [x86_64|aarch64|all] [--no-test]" >&2
+        usage
         exit 2
         ;;
     esac
 done
-[ "$ARCH" = all ] && ARCHES=(x86_64 aarch64) || ARCHES=("$ARCH")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
+# each once, in the order of ALL_TARGETS
+sel=" ${TARGETS[*]} "
+TARGETS=()
+for t in "${ALL_TARGETS[@]}"; do [[ "$sel" == *" $t "* ]] && TARGETS+=("$t"); done
+has() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+
+# target -> Rust target triple, maturin options, ELF architecture (for objcopy), test
+triple_of() {
+    case $1 in
+    x86_64) echo x86_64-unknown-linux-gnu ;;
+    aarch64) echo aarch64-unknown-linux-gnu ;;
+    musl-x86_64) echo x86_64-unknown-linux-musl ;;
+    musl-aarch64) echo aarch64-unknown-linux-musl ;;
+    macos-arm64) echo aarch64-apple-darwin ;;
+    macos-x86_64) echo x86_64-apple-darwin ;;
+    windows) echo x86_64-pc-windows-gnu ;;
+    esac
+}
 
 OUT=${KQUANT_WHEEL_OUT:-$ROOT/dist}
 TOOLS=${KQUANT_WHEEL_TOOLS:-/tmp/kquant-wheel-tools}
@@ -59,9 +107,14 @@ done_step() { echo "   ($((SECONDS - step_t))s)"; }
 
 # -- system packages -----------------------------------------------------------------
 need_pkgs=(binutils)
-if [[ " ${ARCHES[*]} " == *" aarch64 "* ]]; then
-    need_pkgs+=(binutils-aarch64-linux-gnu)
-    [ "$TEST" = 1 ] && need_pkgs+=(qemu-user-static)
+if has aarch64 || has musl-aarch64; then
+    need_pkgs+=(binutils-aarch64-linux-gnu) # objdump / objcopy for aarch64 ELF
+fi
+if has aarch64 && [ "$TEST" = 1 ]; then
+    need_pkgs+=(qemu-user-static)
+fi
+if has macos-arm64 || has macos-x86_64; then
+    need_pkgs+=(llvm-22) # llvm-objdump: GNU binutils read no Mach-O (same LLVM as rustc-web)
 fi
 missing=()
 for p in "${need_pkgs[@]}"; do
@@ -87,8 +140,7 @@ step "tools venv $TOOLS: ${TOOL_SPECS[*]}"
 done_step
 
 # Never build for this machine's CPU: the SIMD paths are chosen at run time.
-for v in RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS \
-    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS; do
+for v in RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS $(compgen -e | grep '^CARGO_TARGET_.*_RUSTFLAGS$' || true); do
     if [ -n "${!v:-}" ]; then echo "   ignoring $v=${!v}"; fi
     unset "$v"
 done
@@ -105,9 +157,33 @@ export CARGO_PROFILE_RELEASE_STRIP=none
 
 mkdir -p "$OUT"
 
-# A cargo/rustc pair for `target`: PATH's if it has the target's std, else Debian's.
+# A cargo/rustc pair for `target`: PATH's if it has the target's std, else Debian's:
+# with the prebuilt arm64 std for aarch64-unknown-linux-gnu, else building std from
+# rust-web-src (BUILD_STD=1).
+debian_rust() {
+    local what=$1 p missing=()
+    shift
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "apt-get install Debian's Rust $what (${missing[*]})"
+        export DEBIAN_FRONTEND=noninteractive
+        [[ " ${missing[*]} " == *":arm64 "* ]] && dpkg --add-architecture arm64
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        done_step
+    fi
+    # a directory whose cargo and rustc are Debian's, to put first on PATH
+    RUST_BIN=$TOOLS/debian-rust
+    mkdir -p "$RUST_BIN"
+    ln -sf /usr/bin/cargo "$RUST_BIN/cargo"
+    ln -sf /usr/bin/rustc "$RUST_BIN/rustc"
+    RUSTC_EXE=/usr/bin/rustc
+}
 rust_for() {
     local target=$1 libdir
+    BUILD_STD=0
     if command -v rustc >/dev/null && libdir=$(rustc --print target-libdir --target "$target" 2>/dev/null) &&
         ls "$libdir"/libstd-*.rlib >/dev/null 2>&1; then
         RUST_BIN=$(dirname "$(command -v cargo)")
@@ -115,32 +191,22 @@ rust_for() {
         return
     fi
     if [ "$target" = aarch64-unknown-linux-gnu ]; then
-        if ! ls /usr/lib/rustlib/aarch64-unknown-linux-gnu/lib/libstd-*.rlib >/dev/null 2>&1 ||
-            ! [ -x /usr/bin/cargo ]; then
-            step "apt-get install Debian's Rust with the arm64 std (rustc-web, cargo-web, libstd-rust-web-dev:arm64)"
-            export DEBIAN_FRONTEND=noninteractive
-            dpkg --add-architecture arm64
-            apt-get update -qq
-            apt-get install -y -qq --no-install-recommends rustc-web cargo-web libstd-rust-web-dev:arm64 >/dev/null
-            done_step
-        fi
-        # a directory whose cargo and rustc are Debian's, to put first on PATH
-        RUST_BIN=$TOOLS/debian-rust
-        mkdir -p "$RUST_BIN"
-        ln -sf /usr/bin/cargo "$RUST_BIN/cargo"
-        ln -sf /usr/bin/rustc "$RUST_BIN/rustc"
-        RUSTC_EXE=/usr/bin/rustc
+        debian_rust "with the arm64 std" rustc-web cargo-web libstd-rust-web-dev:arm64
         return
     fi
-    echo "build_wheels.sh: no Rust toolchain with the $target standard library (install rustup's stable)" >&2
-    exit 1
+    # rustup's other standard libraries cannot be downloaded here; Debian's rustc builds
+    # one from the standard library's source (its dependencies come from crates.io)
+    debian_rust "and the standard library's source" rustc-web cargo-web rust-web-src
+    BUILD_STD=1
 }
 
-# Drops the debug sections, keeps .symtab, and repacks with a fresh RECORD.
+# Drops the debug sections of an ELF extension, keeps .symtab, and repacks with a fresh
+# RECORD. (The macOS and Windows extensions carry no DWARF: std is built here without it,
+# and rewriting the Mach-O would break its code signature.)
 strip_debug() {
-    local whl=$1 arch=$2 objcopy tmp
+    local whl=$1 target=$2 objcopy tmp
     objcopy=objcopy
-    [ "$arch" = aarch64 ] && objcopy=aarch64-linux-gnu-objcopy
+    [[ "$target" == aarch64-* ]] && objcopy=aarch64-linux-gnu-objcopy
     tmp=$(mktemp -d)
     "$TOOLS/bin/python" -m wheel unpack -d "$tmp" "$whl" >/dev/null
     local so
@@ -152,20 +218,50 @@ strip_debug() {
 }
 
 built=()
-for arch in "${ARCHES[@]}"; do
-    target=$arch-unknown-linux-gnu
+for t in "${TARGETS[@]}"; do
+    target=$(triple_of "$t")
     rust_for "$target"
-    step "build $arch wheel ($target, $("$RUSTC_EXE" --version), CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    opts=(--zig)
+    envs=()
+    case $t in
+    x86_64 | aarch64) opts+=(--compatibility manylinux2014) ;;
+    musl-*) opts+=(--compatibility musllinux_1_2) ;;
+    macos-arm64) envs+=(MACOSX_DEPLOYMENT_TARGET=11.0) ;;
+    macos-x86_64) envs+=(MACOSX_DEPLOYMENT_TARGET=10.12) ;;
+    esac
+    if [ "$t" = windows ]; then
+        # Debian's rustc asks MinGW for -lssp_nonshared -lssp (its own MinGW builds with the
+        # stack protector; Rust code never calls it), which zig's MinGW does not have:
+        # empty archives stand in for them.
+        mkdir -p "$TOOLS/mingw-stubs"
+        for lib in ssp ssp_nonshared; do [ -f "$TOOLS/mingw-stubs/lib$lib.a" ] || ar rc "$TOOLS/mingw-stubs/lib$lib.a"; done
+        # maturin (1.16) writes a .def that exports PyInit_<dotted module-name>, i.e.
+        # PyInit_kquant._kquant, a symbol that does not exist, and the link fails; a folder
+        # in its place makes maturin skip it (a warning), and this .def exports the real
+        # PyInit__kquant alone (without one, the linker would export every global symbol).
+        mkdir -p "$CARGO_TARGET_DIR/maturin"
+        rm -rf "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
+        mkdir -p "$CARGO_TARGET_DIR/maturin/kquant._kquant.def"
+        printf 'EXPORTS\n    PyInit__kquant\n' >"$TOOLS/mingw-stubs/kquant-exports.def"
+        envs+=(RUSTFLAGS="-L native=$TOOLS/mingw-stubs -C link-arg=$TOOLS/mingw-stubs/kquant-exports.def")
+    fi
+    std=""
+    if [ "$BUILD_STD" = 1 ]; then
+        envs+=(RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort)
+        std=", std built from source"
+    fi
+    step "build $t wheel ($target, $("$RUSTC_EXE" --version)$std, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     stage=$(mktemp -d)
     (
         cd "$ROOT"
         export PATH="$RUST_BIN:$TOOLS/bin:$PATH" RUSTC=$RUSTC_EXE
-        maturin build --release --locked --target "$target" --zig --compatibility manylinux2014 --out "$stage"
+        env "${envs[@]}" maturin build --release --locked --target "$target" "${opts[@]}" --out "$stage"
     )
     whl=$(ls "$stage"/kquant-*.whl)
-    strip_debug "$whl" "$arch"
+    case $t in x86_64 | aarch64 | musl-*) strip_debug "$whl" "$target" ;; esac
     whl=$(ls "$stage"/kquant-*.whl)
-    rm -f "$OUT"/kquant-*"_$arch".whl
+    plat=${whl##*-abi3-} # the platform tag(s) and .whl: replace an older wheel for the same
+    rm -f "$OUT"/kquant-*-abi3-"$plat"
     mv "$whl" "$OUT/"
     rmdir "$stage"
     built+=("$OUT/$(basename "$whl")")
@@ -180,7 +276,7 @@ done_step
 if [ "$TEST" = 1 ]; then
     for whl in "${built[@]}"; do
         case "$whl" in
-        *_x86_64.whl)
+        *manylinux*_x86_64.whl)
             step "smoke test $(basename "$whl") in a fresh venv $SMOKE"
             rm -rf "$SMOKE"
             python3 -m venv "$SMOKE"
@@ -198,10 +294,18 @@ if [ "$TEST" = 1 ]; then
             rm -rf "$scratch"
             done_step
             ;;
-        *_aarch64.whl)
+        *manylinux*_aarch64.whl)
             step "qemu test $(basename "$whl")"
             bash "$ROOT/scripts/test_aarch64_wheel.sh" "$whl"
             done_step
+            ;;
+        *win_amd64.whl)
+            step "wine test $(basename "$whl")"
+            bash "$ROOT/scripts/test_windows_wheel.sh" "$whl"
+            done_step
+            ;;
+        *)
+            echo "== $(basename "$whl"): static checks only (no $(case $whl in *macosx*) echo macOS ;; *) echo "musl CPython" ;; esac) to run it here)"
             ;;
         esac
     done
