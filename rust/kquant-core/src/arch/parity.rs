@@ -107,6 +107,9 @@ fn f16_fields(t: QuantType) -> &'static [usize] {
     use QuantType::*;
     match t {
         Q4_0 | Q5_0 | Q8_0 | IQ4NL | IQ4XS => &[0],
+        Q1_0 | Q2_0 => &[0],
+        TQ1_0 => &[52],
+        TQ2_0 => &[64],
         Q4_1 | Q5_1 | Q8_1 | Q4K | Q5K => &[0, 2],
         Q2K => &[80, 82],
         Q3K => &[108],
