@@ -121,3 +121,57 @@ pub unsafe fn vec_dot_q2_0(q: &[u8], yq: &[u8]) -> f32 {
     }
     sumf
 }
+
+/// Four vectors of eight i32 (each in 0..=15) to 32 bytes in lane order.
+#[inline(always)]
+pub(super) unsafe fn pack_bytes32(a: __m256i, b: __m256i, c: __m256i, e: __m256i) -> __m256i {
+    let v = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+    // packs interleave the 128-bit halves: restore lane order
+    _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// `quantize_row_q2_0_ref`. |x * id| <= 1 (up to rounding), so `roundf(v) + 1` is
+/// 1 + [v >= 0.5] - [v <= -0.5]; an infinite `id` (subnormal maximum) makes every
+/// product NaN or infinite, which x86 turns into INT_MIN: code 0 throughout.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q2_0(x: &[f32], q: &mut [u8]) {
+    use crate::arch::{block_mut, floats};
+    use crate::reference::common::f32_to_f16;
+    let sign = _mm256_set1_ps(-0.0);
+    let (half, mhalf) = (_mm256_set1_ps(0.5), _mm256_set1_ps(-0.5));
+    for (xb, qb) in x.chunks_exact(64).zip(q.chunks_exact_mut(Q2_BYTES)) {
+        let (xb, qb) = (floats::<64>(xb), block_mut::<Q2_BYTES>(qb));
+        let mut m = _mm256_setzero_ps();
+        for k in 0..8 {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, loadps(xb, 8 * k)));
+        }
+        let amax = hmax_ps(m);
+        let id = if amax > 0.0 { 1.0 / amax } else { 0.0 };
+        qb[..2].copy_from_slice(&f32_to_f16(amax).to_le_bytes());
+        if !id.is_finite() {
+            qb[2..].fill(0);
+            continue;
+        }
+        let idv = _mm256_set1_ps(id);
+        let code = |k: usize| {
+            let v = _mm256_mul_ps(loadps(xb, 8 * k), idv);
+            let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(v, half));
+            let dn = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(v, mhalf));
+            _mm256_add_epi32(_mm256_sub_epi32(dn, up), _mm256_set1_epi32(1))
+        };
+        for h in 0..2 {
+            let c = pack_bytes32(code(4 * h), code(4 * h + 1), code(4 * h + 2), code(4 * h + 3));
+            // value 4i + k sits in bits 2k of byte i: combine neighbouring bytes
+            let p = _mm256_or_si256(c, _mm256_srli_epi16(c, 6)); // byte pairs: k | k+1 << 2
+            let p = _mm256_and_si256(p, _mm256_set1_epi16(0x0f));
+            let w = _mm256_or_si256(p, _mm256_srli_epi32(p, 12)); // lanes of 4: 4 codes in the low byte
+            let w = _mm256_and_si256(w, _mm256_set1_epi32(0xff));
+            // one byte per 32-bit lane: gather the low bytes of the eight lanes
+            let w = _mm256_packus_epi16(_mm256_packus_epi32(w, w), _mm256_setzero_si256());
+            let lo = _mm256_castsi256_si128(w);
+            let hi = _mm256_extracti128_si256(w, 1);
+            let bytes = (_mm_cvtsi128_si32(lo) as u32 as u64) | ((_mm_cvtsi128_si32(hi) as u32 as u64) << 32);
+            qb[2 + 8 * h..10 + 8 * h].copy_from_slice(&bytes.to_le_bytes());
+        }
+    }
+}

@@ -118,3 +118,75 @@ mod tests {
         }
     }
 }
+
+/// `quantize_row_mxfp4_ref`. With d a power of two and |x| < 16 d, `best_index_mxfp4`'s
+/// float errors against the two neighbouring levels are exact (Sterbenz), so its first
+/// least error is the level below or above the midpoint, ties going to the smaller
+/// magnitude: the magnitude code counts the midpoints |x| exceeds, negatives add 8
+/// (zero keeps code 0). Blocks whose exponent leaves that range (a tiny maximum wraps
+/// ggml's byte conversion) take the reference path.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_mxfp4(x: &[f32], q: &mut [u8]) {
+    use super::bits::pack_bytes32;
+    use crate::arch::{block_mut, floats};
+    use crate::reference::mxfp4::{best_index, exponent};
+    const MID: [f32; 7] = [0.5, 1.5, 2.5, 3.5, 5.0, 7.0, 10.0];
+    let sign = _mm256_set1_ps(-0.0);
+    for (xb, qb) in x.chunks_exact(32).zip(q.chunks_exact_mut(MX_BYTES)) {
+        let (xb, qb) = (floats::<32>(xb), block_mut::<MX_BYTES>(qb));
+        let mut m = _mm256_setzero_ps();
+        for k in 0..4 {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, loadps(xb, 8 * k)));
+        }
+        let amax = hmax_ps(m);
+        let e = exponent(amax);
+        let d = e8m0_half(e);
+        qb[0] = e;
+        // e = floor(log2 amax) + 125 (or one more where log2f rounds up): in range
+        // for amax well above 2^-120; near f32::MAX the top levels 8d, 12d overflow to
+        // inf, which ggml's errors then skip
+        if !(1e-36..=1e37).contains(&amax) {
+            for j in 0..16 {
+                qb[1 + j] = best_index(xb[j], d) | (best_index(xb[j + 16], d) << 4);
+            }
+            continue;
+        }
+        let t: [__m256; 7] = std::array::from_fn(|i| _mm256_set1_ps(MID[i] * d));
+        let code = |k: usize| {
+            let v = loadps(xb, 8 * k);
+            let a = _mm256_andnot_ps(sign, v);
+            let mut c = _mm256_setzero_si256();
+            for ti in &t {
+                c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(a, *ti)));
+            }
+            let neg = _mm256_and_si256(
+                _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_setzero_ps())),
+                _mm256_cmpgt_epi32(c, _mm256_setzero_si256()),
+            );
+            _mm256_or_si256(c, _mm256_and_si256(neg, _mm256_set1_epi32(8)))
+        };
+        let c = pack_bytes32(code(0), code(1), code(2), code(3));
+        let lo = _mm256_castsi256_si128(c);
+        let hi = _mm256_extracti128_si256(c, 1);
+        _mm_storeu_si128(qb.as_mut_ptr().add(1).cast(), _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));
+    }
+}
+
+#[cfg(test)]
+mod quantize_tests {
+    /// Blocks whose maximum sits where the top levels overflow, or near the subnormal
+    /// range, give the reference's bytes.
+    #[test]
+    fn mxfp4_extreme_maxima() {
+        let Some(_) = crate::arch::x86_64::avx2::Avx2::detect() else { return };
+        for amax in [3.0e38f32, 2.99e38, 1.7e38, 1e37, 1.1e37, 1e-36, 9e-37, 1e-39, 1e-44] {
+            let x: Vec<f32> = (0..64).map(|i| amax * ((i as f32 - 31.5) / 31.5)).collect();
+            let mut a = vec![0u8; 34];
+            let mut b = vec![0u8; 34];
+            // SAFETY: AVX2 was detected above.
+            unsafe { super::quantize_mxfp4(&x, &mut a) };
+            (crate::reference::mxfp4::KERNELS.quantize)(&x, &mut b, None);
+            assert_eq!(a, b, "amax {amax}");
+        }
+    }
+}

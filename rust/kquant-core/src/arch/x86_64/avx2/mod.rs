@@ -111,6 +111,8 @@ safe!(vec_dot vec_dot_f32 = float::vec_dot_f32);
 
 safe!(quantize quantize_tq1_0 = ternary::quantize_tq1_0);
 safe!(quantize quantize_tq2_0 = ternary::quantize_tq2_0);
+safe!(quantize quantize_mxfp4 = fp4::quantize_mxfp4);
+safe!(quantize quantize_q2_0 = bits::quantize_q2_0);
 safe!(dequantize dequantize_tq1_0 = ternary::dequantize_tq1_0);
 safe!(dequantize dequantize_tq2_0 = ternary::dequantize_tq2_0);
 safe!(dequantize dequantize_mxfp4 = fp4::dequantize_mxfp4);
@@ -147,10 +149,10 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         IQ4XS => (Some(quantize_iq4_xs as _), Some(dequantize_iq4_xs as _), Some(vec_dot_iq4_xs as _)),
         TQ1_0 => (Some(quantize_tq1_0 as _), Some(dequantize_tq1_0 as _), Some(vec_dot_tq1_0 as _)),
         TQ2_0 => (Some(quantize_tq2_0 as _), Some(dequantize_tq2_0 as _), Some(vec_dot_tq2_0 as _)),
-        MXFP4 => (None, Some(dequantize_mxfp4 as _), Some(vec_dot_mxfp4 as _)),
+        MXFP4 => (Some(quantize_mxfp4 as _), Some(dequantize_mxfp4 as _), Some(vec_dot_mxfp4 as _)),
         NVFP4 => (None, Some(dequantize_nvfp4 as _), Some(vec_dot_nvfp4 as _)),
         Q1_0 => (None, Some(dequantize_q1_0 as _), Some(vec_dot_q1_0 as _)),
-        Q2_0 => (None, Some(dequantize_q2_0 as _), Some(vec_dot_q2_0 as _)),
+        Q2_0 => (Some(quantize_q2_0 as _), Some(dequantize_q2_0 as _), Some(vec_dot_q2_0 as _)),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };
