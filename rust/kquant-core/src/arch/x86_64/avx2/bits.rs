@@ -34,16 +34,28 @@ unsafe fn hsum4_i32(a: __m256i, b: __m256i, c: __m256i, e: __m256i) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))
 }
 
-/// `d0 * (((d1_0 * s_0 + d1_1 * s_1) + ...)`, the reference's float order for one block.
+/// `d0 * (((d1_0 * s_0 + d1_1 * s_1) + ...)`, the reference's float order for one
+/// block, with the four (or two) Q8_0 scales `dy` and integer sums `s` in lanes.
 #[inline(always)]
-unsafe fn block_term(d0: f32, dy: &[f32], s: __m128i) -> f32 {
-    let mut sums = [0i32; 4];
-    _mm_storeu_si128(sums.as_mut_ptr().cast(), s);
-    let mut sumi = 0.0f32;
-    for (k, &d1) in dy.iter().enumerate() {
-        sumi += d1 * sums[k] as f32;
+unsafe fn block_term<const N: usize>(d0: f32, dy: __m128, s: __m128i) -> f32 {
+    let p = _mm_mul_ps(dy, _mm_cvtepi32_ps(s));
+    // 0 + p0 is p0 exactly; then p1, p2, p3 in order
+    let mut acc = _mm_add_ss(p, _mm_movehdup_ps(p));
+    if N == 4 {
+        acc = _mm_add_ss(acc, _mm_movehl_ps(p, p));
+        acc = _mm_add_ss(acc, _mm_shuffle_ps::<0b11_11_11_11>(p, p));
     }
-    d0 * sumi
+    d0 * _mm_cvtss_f32(acc)
+}
+
+/// The f16 scales of `n` consecutive Q8_0 blocks in lanes (zeros beyond `n`).
+#[inline(always)]
+unsafe fn q8_scales(y: &[u8], n: usize) -> __m128 {
+    let mut packed = 0u64;
+    for k in 0..n {
+        packed |= (u16::from_le_bytes([y[k * Q8_0_BYTES], y[k * Q8_0_BYTES + 1]]) as u64) << (16 * k);
+    }
+    _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -53,7 +65,6 @@ pub unsafe fn vec_dot_q1_0(q: &[u8], yq: &[u8]) -> f32 {
     for (xb, y4) in q.chunks_exact(Q1_BYTES).zip(yq.chunks_exact(4 * Q8_0_BYTES)) {
         let xb = block::<Q1_BYTES>(xb);
         let mut part = [_mm256_setzero_si256(); 4];
-        let mut dy = [0f32; 4];
         for (k, p) in part.iter_mut().enumerate() {
             let yb = block::<Q8_0_BYTES>(&y4[k * Q8_0_BYTES..(k + 1) * Q8_0_BYTES]);
             let bits = u32::from_le_bytes([xb[2 + 4 * k], xb[3 + 4 * k], xb[4 + 4 * k], xb[5 + 4 * k]]);
@@ -62,9 +73,9 @@ pub unsafe fn vec_dot_q1_0(q: &[u8], yq: &[u8]) -> f32 {
             // +y where set, -y elsewhere: 2 * (set . y) - (1 . y)
             let s = _mm256_maddubs_epi16(set, y);
             *p = sum_pairs(_mm256_sub_epi16(_mm256_add_epi16(s, s), _mm256_maddubs_epi16(one, y)));
-            dy[k] = f16_at(yb, 0);
         }
-        sumf += block_term(f16_at(xb, 0), &dy, hsum4_i32(part[0], part[1], part[2], part[3]));
+        let s = hsum4_i32(part[0], part[1], part[2], part[3]);
+        sumf += block_term::<4>(f16_at(xb, 0), q8_scales(y4, 4), s);
     }
     sumf
 }
@@ -108,16 +119,14 @@ pub unsafe fn vec_dot_q2_0(q: &[u8], yq: &[u8]) -> f32 {
         let xb = block::<Q2_BYTES>(xb);
         let c = q2_codes(xb);
         let mut part = [_mm256_setzero_si256(); 2];
-        let mut dy = [0f32; 2];
         for k in 0..2 {
             let yb = block::<Q8_0_BYTES>(&y2[k * Q8_0_BYTES..(k + 1) * Q8_0_BYTES]);
             let y = load256(yb, 2);
             // (code - 1) . y as code . y - 1 . y (code <= 3: pair sums fit i16)
             part[k] = sum_pairs(_mm256_sub_epi16(_mm256_maddubs_epi16(c[k], y), _mm256_maddubs_epi16(one, y)));
-            dy[k] = f16_at(yb, 0);
         }
         let z = _mm256_setzero_si256();
-        sumf += block_term(f16_at(xb, 0), &dy, hsum4_i32(part[0], part[1], z, z));
+        sumf += block_term::<2>(f16_at(xb, 0), q8_scales(y2, 2), hsum4_i32(part[0], part[1], z, z));
     }
     sumf
 }

@@ -28,7 +28,7 @@ unsafe fn mx_levels(xb: &[u8; MX_BYTES]) -> __m256i {
 /// significand times a power of two, exact. 0 and 0x7f read as zero; the top bit is
 /// ignored, as in ggml.
 #[inline(always)]
-fn ue4m3_half(x: u8) -> f32 {
+const fn ue4m3_half(x: u8) -> f32 {
     if x == 0 || x == 0x7f {
         return 0.0;
     }
@@ -37,6 +37,18 @@ fn ue4m3_half(x: u8) -> f32 {
     let (sig, pow) = if e == 0 { (m, 117u32) } else { (8 + m, 116 + e) };
     sig as f32 * f32::from_bits(pow << 23)
 }
+
+const fn ue4m3_table() -> [f32; 256] {
+    let mut t = [0f32; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = ue4m3_half(i as u8);
+        i += 1;
+    }
+    t
+}
+/// Every UE4M3 scale byte, halved, for gathers.
+static UE4M3_HALF: [f32; 256] = ue4m3_table();
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dequantize_mxfp4(q: &[u8], y: &mut [f32]) {
@@ -100,9 +112,10 @@ pub unsafe fn vec_dot_nvfp4(q: &[u8], yq: &[u8]) -> f32 {
         let h = _mm256_hadd_epi32(a, b); // [g0 g0 g2 g2 | g1 g1 g3 g3] partial
         let h = _mm256_hadd_epi32(h, h); // [g0 g2 g0 g2 | g1 g3 g1 g3]
         let s = _mm_unpacklo_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        let (dy0, dy1) = (f16_at(y0, 0), f16_at(y1, 0));
-        let dy = _mm_setr_ps(dy0, dy0, dy1, dy1);
-        let d = _mm_setr_ps(ue4m3_half(xb[0]), ue4m3_half(xb[1]), ue4m3_half(xb[2]), ue4m3_half(xb[3]));
+        let (h0, h1) = (u16::from_le_bytes([y0[0], y0[1]]) as u64, u16::from_le_bytes([y1[0], y1[1]]) as u64);
+        let dy = _mm_cvtph_ps(_mm_cvtsi64_si128((h0 | h0 << 16 | h1 << 32 | h1 << 48) as i64));
+        let idx = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(i32::from_le_bytes([xb[0], xb[1], xb[2], xb[3]])));
+        let d = _mm_i32gather_ps::<4>(UE4M3_HALF.as_ptr(), idx);
         acc = _mm_add_ps(acc, _mm_mul_ps(_mm_mul_ps(dy, d), _mm_cvtepi32_ps(s)));
     }
     let s = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));

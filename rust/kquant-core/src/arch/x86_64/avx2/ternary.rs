@@ -98,12 +98,14 @@ pub unsafe fn dequantize_tq2_0(q: &[u8], y: &mut [f32]) {
 #[inline(always)]
 unsafe fn block_sum(t: &[__m256i; 8], yb: &[u8; Q8K_BYTES]) -> i32 {
     let one = _mm256_set1_epi8(1);
-    let mut acc = _mm256_setzero_si256();
+    // each i16 pair sum is at most 3*2*128 + 256 = 1024 in magnitude: eight of them fit
+    let mut acc16 = _mm256_setzero_si256();
     for (k, v) in t.iter().enumerate() {
         let y = load256(yb, 4 + 32 * k);
         let p = _mm256_sub_epi16(_mm256_maddubs_epi16(*v, y), _mm256_maddubs_epi16(one, y));
-        acc = _mm256_add_epi32(acc, sum_pairs(p));
+        acc16 = _mm256_add_epi16(acc16, p);
     }
+    let acc = sum_pairs(acc16);
     let s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
