@@ -17,15 +17,17 @@ const TQ2_BYTES: usize = 66;
 const Q8K_BYTES: usize = 292;
 
 /// Trits of 32 bytes `b` with per-16-bit-lane multipliers `mul` (3^n for both bytes).
+/// `(q * 3) >> 8` is 1 for q >= 86 and 2 for q >= 171, so two unsigned byte compares
+/// replace the second multiply.
 #[inline(always)]
 unsafe fn trits(b: __m256i, mul: __m256i) -> __m256i {
-    let three = _mm256_set1_epi16(3);
-    // low byte's product moved to the high byte; the high byte's product stays there
-    let lo = _mm256_slli_epi16(_mm256_mullo_epi16(b, mul), 8);
-    let hi = _mm256_mullo_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0xff00u16 as i16)), mul);
-    let tlo = _mm256_mulhi_epu16(lo, three);
-    let thi = _mm256_mulhi_epu16(hi, three);
-    _mm256_or_si256(tlo, _mm256_slli_epi16(thi, 8))
+    let keep_hi = _mm256_set1_epi16(0xff00u16 as i16);
+    // the wrapping byte product: low bytes from one 16-bit multiply, high from another
+    let lo = _mm256_andnot_si256(keep_hi, _mm256_mullo_epi16(b, mul));
+    let hi = _mm256_mullo_epi16(_mm256_and_si256(b, keep_hi), mul);
+    let q = _mm256_or_si256(lo, hi);
+    let ge = |t: i8| _mm256_cmpeq_epi8(_mm256_max_epu8(q, _mm256_set1_epi8(t)), q);
+    _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge(86), ge(171u8 as i8)))
 }
 
 /// The 256 trits of a TQ1_0 block as eight vectors of 32, values 32k..32k+32.
