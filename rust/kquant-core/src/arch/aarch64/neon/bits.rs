@@ -100,3 +100,28 @@ pub unsafe fn vec_dot_q2_0<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
     }
     sumf
 }
+
+/// `quantize_row_q2_0_ref`: codes `roundf(x / amax) + 1` by compares (|v| <= 1); an
+/// infinite inverse scale gives INT_MIN on x86, code 0 throughout.
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_q2_0(x: &[f32], q: &mut [u8]) {
+    use super::ternary::{amax, round_codes16};
+    use crate::arch::{block_mut, floats};
+    for (xb, qb) in x.chunks_exact(64).zip(q.chunks_exact_mut(Q2_BYTES)) {
+        let (xb, qb) = (floats::<64>(xb), block_mut::<Q2_BYTES>(qb));
+        let m = amax(xb);
+        let id = if m > 0.0 { 1.0 / m } else { 0.0 };
+        qb[..2].copy_from_slice(&crate::reference::common::f32_to_f16(m).to_le_bytes());
+        if !id.is_finite() {
+            qb[2..].fill(0);
+            continue;
+        }
+        let mut c = [0u8; 64];
+        for k in 0..4 {
+            st_u8(&mut c, 16 * k, round_codes16(xb, 16 * k, id));
+        }
+        for (i, o) in qb[2..].iter_mut().enumerate() {
+            *o = c[4 * i] | (c[4 * i + 1] << 2) | (c[4 * i + 2] << 4) | (c[4 * i + 3] << 6);
+        }
+    }
+}

@@ -97,3 +97,45 @@ pub unsafe fn vec_dot_nvfp4<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
     }
     sumf
 }
+
+/// `quantize_row_mxfp4_ref` by midpoint counts (see the AVX2 version for why that is
+/// exact); extreme maxima take the reference path.
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_mxfp4(x: &[f32], q: &mut [u8]) {
+    use super::ternary::amax;
+    use crate::arch::{block_mut, floats};
+    use crate::reference::mxfp4::{best_index, exponent};
+    const MID: [f32; 7] = [0.5, 1.5, 2.5, 3.5, 5.0, 7.0, 10.0];
+    for (xb, qb) in x.chunks_exact(32).zip(q.chunks_exact_mut(MX_BYTES)) {
+        let (xb, qb) = (floats::<32>(xb), block_mut::<MX_BYTES>(qb));
+        let m = amax(xb);
+        let e = exponent(m);
+        let d = e8m0_half(e);
+        qb[0] = e;
+        let mut c = [0u8; 32];
+        if !(1e-36..=1e37).contains(&m) {
+            for (j, o) in c.iter_mut().enumerate() {
+                *o = best_index(xb[j], d);
+            }
+        } else {
+            for k in 0..8 {
+                let v = ld_f32(xb, 4 * k);
+                let a = vabsq_f32(v);
+                let mut n = vdupq_n_u32(0);
+                for mid in MID {
+                    n = vsubq_u32(n, vcgtq_f32(a, vdupq_n_f32(mid * d)));
+                }
+                let neg = vandq_u32(vcltq_f32(v, vdupq_n_f32(0.0)), vcgtq_u32(n, vdupq_n_u32(0)));
+                let code = vorrq_u32(n, vandq_u32(neg, vdupq_n_u32(8)));
+                let mut lanes = [0u32; 4];
+                vst1q_u32(lanes.as_mut_ptr(), code);
+                for (i, l) in lanes.iter().enumerate() {
+                    c[4 * k + i] = *l as u8;
+                }
+            }
+        }
+        for j in 0..16 {
+            qb[1 + j] = c[j] | (c[j + 16] << 4);
+        }
+    }
+}

@@ -144,6 +144,10 @@ safe!(dots dot_mxfp4, sdot_mxfp4 = vec_dot_mxfp4);
 safe!(dots dot_nvfp4, sdot_nvfp4 = vec_dot_nvfp4);
 safe!(dots dot_q1_0, sdot_q1_0 = vec_dot_q1_0);
 safe!(dots dot_q2_0, sdot_q2_0 = vec_dot_q2_0);
+safe!(quantize quantize_tq1_0 = ternary::quantize_tq1_0);
+safe!(quantize quantize_tq2_0 = ternary::quantize_tq2_0);
+safe!(quantize quantize_mxfp4 = fp4::quantize_mxfp4);
+safe!(quantize quantize_q2_0 = bits::quantize_q2_0);
 safe!(dequantize dequantize_tq1_0 = ternary::dequantize_tq1_0);
 safe!(dequantize dequantize_tq2_0 = ternary::dequantize_tq2_0);
 safe!(dequantize dequantize_mxfp4 = fp4::dequantize_mxfp4);
@@ -176,12 +180,12 @@ pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
         IQ4NL => (Some(quantize_iq4_nl), Some(dequantize_iq4_nl), pick(dot_iq4_nl, sdot_iq4_nl)),
         IQ4XS => (Some(quantize_iq4_xs), Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
         // the reference kernels serve the rest
-        TQ1_0 => (None, Some(dequantize_tq1_0), pick(dot_tq1_0, sdot_tq1_0)),
-        TQ2_0 => (None, Some(dequantize_tq2_0), pick(dot_tq2_0, sdot_tq2_0)),
-        MXFP4 => (None, Some(dequantize_mxfp4), pick(dot_mxfp4, sdot_mxfp4)),
+        TQ1_0 => (Some(quantize_tq1_0), Some(dequantize_tq1_0), pick(dot_tq1_0, sdot_tq1_0)),
+        TQ2_0 => (Some(quantize_tq2_0), Some(dequantize_tq2_0), pick(dot_tq2_0, sdot_tq2_0)),
+        MXFP4 => (Some(quantize_mxfp4), Some(dequantize_mxfp4), pick(dot_mxfp4, sdot_mxfp4)),
         NVFP4 => (None, Some(dequantize_nvfp4), pick(dot_nvfp4, sdot_nvfp4)),
         Q1_0 => (None, Some(dequantize_q1_0), pick(dot_q1_0, sdot_q1_0)),
-        Q2_0 => (None, Some(dequantize_q2_0), pick(dot_q2_0, sdot_q2_0)),
+        Q2_0 => (Some(quantize_q2_0), Some(dequantize_q2_0), pick(dot_q2_0, sdot_q2_0)),
         _ => (None, None, None),
     };
     Overrides { quantize, dequantize, vec_dot }

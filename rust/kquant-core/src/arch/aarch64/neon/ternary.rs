@@ -12,13 +12,13 @@ const TQ1_BYTES: usize = 54;
 const TQ2_BYTES: usize = 66;
 const Q8K_BYTES: usize = 292;
 
+/// `(q * 3) >> 8` is 1 for q >= 86 and 2 for q >= 171: two byte compares (all-ones
+/// masks, so their negated sum is the trit).
 #[inline(always)]
 unsafe fn top_trit(b: uint8x16_t, mul: uint8x16_t) -> int8x16_t {
     let q = vmulq_u8(b, mul);
-    let three = vdup_n_u8(3);
-    let lo = vshrn_n_u16::<8>(vmull_u8(vget_low_u8(q), three));
-    let hi = vshrn_n_u16::<8>(vmull_high_u8(q, vdupq_n_u8(3)));
-    vreinterpretq_s8_u8(vcombine_u8(lo, hi))
+    let m = vaddq_u8(vcgeq_u8(q, vdupq_n_u8(86)), vcgeq_u8(q, vdupq_n_u8(171)));
+    vreinterpretq_s8_u8(vsubq_u8(vdupq_n_u8(0), m))
 }
 
 #[inline(always)]
@@ -120,4 +120,100 @@ pub unsafe fn vec_dot_tq2_0<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
         sumf += sum as f32 * (f32_at(yb, 0) * f16_at(qb, 64));
     }
     sumf
+}
+
+/// Largest |x| of a row piece.
+#[inline(always)]
+pub(super) unsafe fn amax<const N: usize>(x: &[f32; N]) -> f32 {
+    let mut m = vdupq_n_f32(0.0);
+    for k in 0..N / 4 {
+        m = vmaxq_f32(m, vabsq_f32(ld_f32(x, 4 * k)));
+    }
+    vmaxvq_f32(m)
+}
+
+/// Codes `1 + [v >= 0.5] - [v <= -0.5]` of `v = x * id` for 16 values at `at`, as
+/// bytes: `lroundf(v) + 1` (and `roundf`'s) wherever |v| <= 1 up to rounding.
+#[inline(always)]
+pub(super) unsafe fn round_codes16<const N: usize>(x: &[f32; N], at: usize, id: f32) -> uint8x16_t {
+    let idv = vdupq_n_f32(id);
+    let c = |k: usize| {
+        let v = vmulq_f32(ld_f32(x, at + 4 * k), idv);
+        let up = vreinterpretq_s32_u32(vcgeq_f32(v, vdupq_n_f32(0.5)));
+        let dn = vreinterpretq_s32_u32(vcleq_f32(v, vdupq_n_f32(-0.5)));
+        vaddq_s32(vsubq_s32(dn, up), vdupq_n_s32(1))
+    };
+    let a = vcombine_s16(vmovn_s32(c(0)), vmovn_s32(c(1)));
+    let b = vcombine_s16(vmovn_s32(c(2)), vmovn_s32(c(3)));
+    vreinterpretq_u8_s8(vcombine_s8(vmovn_s16(a), vmovn_s16(b)))
+}
+
+/// The block maximum and its 256 trits; an infinite inverse scale (subnormal maximum)
+/// gives trit 1 throughout, as ggml's `lroundf` of NaN/inf does on x86.
+#[inline(always)]
+unsafe fn block_trits(x: &[f32; QK_K], t: &mut [u8; QK_K]) -> f32 {
+    let m = amax(x);
+    let id = if m != 0.0 { 1.0 / m } else { 0.0 };
+    if !id.is_finite() {
+        t.fill(1);
+        return m;
+    }
+    for k in 0..QK_K / 16 {
+        st_u8(t, 16 * k, round_codes16(x, 16 * k, id));
+    }
+    m
+}
+
+const fn pack_table() -> [u8; 243] {
+    let mut t = [0u8; 243];
+    let mut v = 0;
+    while v < 243 {
+        t[v] = (v * 256).div_ceil(243) as u8;
+        v += 1;
+    }
+    t
+}
+/// `ceil(v * 256 / 243)` for a base-3 code of five trits.
+static PACK: [u8; 243] = pack_table();
+
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_tq1_0(x: &[f32], q: &mut [u8]) {
+    use crate::arch::{block_mut, floats};
+    let mut t = [0u8; QK_K];
+    for (xb, qb) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(TQ1_BYTES)) {
+        let qb = block_mut::<TQ1_BYTES>(qb);
+        let m = block_trits(floats::<QK_K>(xb), &mut t);
+        let code = |idx: [usize; 5]| PACK[idx.iter().fold(0usize, |a, &i| a * 3 + t[i] as usize)];
+        for (j, o) in qb[..32].iter_mut().enumerate() {
+            *o = code([j, j + 32, j + 64, j + 96, j + 128]);
+        }
+        for j in 0..16 {
+            qb[32 + j] = code([160 + j, 176 + j, 192 + j, 208 + j, 224 + j]);
+        }
+        for j in 0..4 {
+            qb[48 + j] = PACK[(0..4).fold(0usize, |a, n| a * 3 + t[240 + j + 4 * n] as usize) * 3];
+        }
+        qb[52..54].copy_from_slice(&crate::reference::common::f32_to_f16(m).to_le_bytes());
+    }
+}
+
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_tq2_0(x: &[f32], q: &mut [u8]) {
+    use crate::arch::{block_mut, floats};
+    let mut t = [0u8; QK_K];
+    for (xb, qb) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(TQ2_BYTES)) {
+        let qb = block_mut::<TQ2_BYTES>(qb);
+        let m = block_trits(floats::<QK_K>(xb), &mut t);
+        for h in 0..2 {
+            for half in 0..2 {
+                let c = |l: usize| ld_u8(&t, 128 * h + 32 * l + 16 * half);
+                let v = vorrq_u8(
+                    vorrq_u8(c(0), vshlq_n_u8::<2>(c(1))),
+                    vorrq_u8(vshlq_n_u8::<4>(c(2)), vshlq_n_u8::<6>(c(3))),
+                );
+                st_u8(qb, 32 * h + 16 * half, v);
+            }
+        }
+        qb[64..66].copy_from_slice(&crate::reference::common::f32_to_f16(m).to_le_bytes());
+    }
 }
