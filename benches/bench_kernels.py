@@ -28,6 +28,10 @@ TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
 # the lattice i-quants: quantizers of a few M values/s in ggml, so fewer values
 LATTICE = ["IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 TYPES += LATTICE
+TYPES += ["TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
+# newer than the anchors' builds (libgguf 0.2.2, gguf-py 0.19)
+NOT_IN_LIBGGUF = (QuantType.Q2_0,)
+NOT_IN_GGUF_PY = (QuantType.Q1_0, QuantType.Q2_0)
 
 
 def best_time(fn: Callable[[], object], min_time: float = 0.3, max_reps: int = 50) -> float:
@@ -139,9 +143,9 @@ def bench_type(t: QuantType, anchors: dict, n_quant: int, n_slow: int, threads: 
         others = {}
         if g and threads == 1:
             others["ggml"] = best_time(g.quantize(t, x, w))
-        if lg:
+        if lg and t not in NOT_IN_LIBGGUF:
             others["libgguf"] = best_time(lambda: lg.quantize_rows(x, t.value, imatrix=w))
-        if gp and w is None and t.block_size == 32 and t not in (QuantType.IQ4_NL,):
+        if gp and w is None and t.block_size == 32 and t not in (QuantType.IQ4_NL, QuantType.MXFP4):
             from gguf import GGMLQuantizationType  # type: ignore
 
             others["gguf-py"] = best_time(lambda: gp.quantize(x, GGMLQuantizationType(t.value)))
@@ -150,9 +154,9 @@ def bench_type(t: QuantType, anchors: dict, n_quant: int, n_slow: int, threads: 
     others = {}
     if g and threads == 1:
         others["ggml"] = best_time(g.dequantize(t, q, x.size))
-    if lg:
+    if lg and t not in NOT_IN_LIBGGUF:
         others["libgguf"] = best_time(lambda: lg.dequantize_rows(q, t.value))
-    if gp:
+    if gp and t not in NOT_IN_GGUF_PY:
         from gguf import GGMLQuantizationType  # type: ignore
 
         others["gguf-py"] = best_time(lambda: gp.dequantize(q, GGMLQuantizationType(t.value)))

@@ -190,6 +190,20 @@ def test_requantize_from_any_type(stored_in_every_type, tmp_path):
                     assert np.array_equal(np.asarray(r.raw(name)).reshape(want.shape), want), (name, t)
 
 
+def test_cli_requantize_from_any_type(stored_in_every_type, tmp_path):
+    path, stored = stored_in_every_type[0]
+    out = tmp_path / "cli-q4_0.gguf"
+    r = subprocess.run(
+        [sys.executable, "-m", "kquant", "quantize", str(path), str(out), "q4_0", "--allow-requantize"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    with kquant.GGUFReader(out) as g:
+        assert any(t.qtype == QuantType.Q4_0 for t in g.tensors)
+        assert {t.name for t in g.tensors} == set(stored)
+
+
 def test_tradeoffs_on_any_type(stored_in_every_type, tmp_path):
     for path, stored in stored_in_every_type:
         m = kquant.tradeoffs.measure(path, ["Q8_0", "Q4_K"], exact=True)

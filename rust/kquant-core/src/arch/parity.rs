@@ -108,6 +108,9 @@ fn f16_fields(t: QuantType) -> &'static [usize] {
     match t {
         Q4_0 | Q5_0 | Q8_0 | IQ4NL | IQ4XS | IQ3XXS | IQ3S | IQ1S => &[0],
         IQ2XXS | IQ2XS | IQ2S => &[0],
+        Q1_0 | Q2_0 => &[0],
+        TQ1_0 => &[52],
+        TQ2_0 => &[64],
         Q4_1 | Q5_1 | Q8_1 | Q4K | Q5K => &[0, 2],
         Q2K => &[80, 82],
         Q3K => &[108],

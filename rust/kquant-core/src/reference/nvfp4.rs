@@ -32,7 +32,8 @@ pub fn ue4m3_half(x: u8) -> f32 {
 /// 448 (code 0x7e), subnormals by `(int)(x * 512 + 0.5)`; zero or negative gives 0.
 #[inline(always)]
 pub fn to_ue4m3(x: f32) -> u8 {
-    if !(x > 0.0) {
+    // also catches NaN, as ggml's `!(x > 0.0f)`
+    if x.is_nan() || x <= 0.0 {
         return 0;
     }
     let x = if x > 448.0 { 448.0 } else { x };

@@ -45,7 +45,7 @@ pub fn pack5(t: [u8; 5]) -> u8 {
     for v in t {
         q = q.wrapping_mul(3).wrapping_add(v);
     }
-    ((q as u16 * 256 + 242) / 243) as u8
+    (q as u16 * 256).div_ceil(243) as u8
 }
 
 /// Trit `n` (0..5) of a byte code, in 0..=2 for well-formed bytes (any byte gives 0..=2).

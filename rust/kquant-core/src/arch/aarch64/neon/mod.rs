@@ -5,12 +5,15 @@
 //! reference). The safe wrappers below are private and reach `dispatch` only through
 //! `overrides`, which demands a [`Neon`] token (and checks SDOT itself).
 
+mod bits;
 mod float;
 mod iq3;
+mod fp4;
 mod kquants;
 mod legacy;
 mod q8;
 mod quant;
+mod ternary;
 mod util;
 
 use crate::dispatch::Overrides;
@@ -118,8 +121,11 @@ safe!(vec_dot vec_dot_f16 = float::vec_dot_f16);
 safe!(vec_dot vec_dot_bf16 = float::vec_dot_bf16);
 safe!(vec_dot vec_dot_f32 = float::vec_dot_f32);
 
+use bits::{vec_dot_q1_0, vec_dot_q2_0};
+use fp4::{vec_dot_mxfp4, vec_dot_nvfp4};
 use kquants::{vec_dot_iq4_xs, vec_dot_q2_k, vec_dot_q3_k, vec_dot_q4_k, vec_dot_q5_k, vec_dot_q6_k};
 use legacy::{vec_dot_iq4_nl, vec_dot_q4_0, vec_dot_q4_1, vec_dot_q5_0, vec_dot_q5_1, vec_dot_q8_0};
+use ternary::{vec_dot_tq1_0, vec_dot_tq2_0};
 
 safe!(dots dot_q4_0, sdot_q4_0 = vec_dot_q4_0);
 safe!(dots dot_q4_1, sdot_q4_1 = vec_dot_q4_1);
@@ -133,6 +139,22 @@ safe!(dots dot_q4_k, sdot_q4_k = vec_dot_q4_k);
 safe!(dots dot_q5_k, sdot_q5_k = vec_dot_q5_k);
 safe!(dots dot_q6_k, sdot_q6_k = vec_dot_q6_k);
 safe!(dots dot_iq4_xs, sdot_iq4_xs = vec_dot_iq4_xs);
+safe!(dots dot_tq1_0, sdot_tq1_0 = vec_dot_tq1_0);
+safe!(dots dot_tq2_0, sdot_tq2_0 = vec_dot_tq2_0);
+safe!(dots dot_mxfp4, sdot_mxfp4 = vec_dot_mxfp4);
+safe!(dots dot_nvfp4, sdot_nvfp4 = vec_dot_nvfp4);
+safe!(dots dot_q1_0, sdot_q1_0 = vec_dot_q1_0);
+safe!(dots dot_q2_0, sdot_q2_0 = vec_dot_q2_0);
+safe!(quantize quantize_tq1_0 = ternary::quantize_tq1_0);
+safe!(quantize quantize_tq2_0 = ternary::quantize_tq2_0);
+safe!(quantize quantize_mxfp4 = fp4::quantize_mxfp4);
+safe!(quantize quantize_q2_0 = bits::quantize_q2_0);
+safe!(dequantize dequantize_tq1_0 = ternary::dequantize_tq1_0);
+safe!(dequantize dequantize_tq2_0 = ternary::dequantize_tq2_0);
+safe!(dequantize dequantize_mxfp4 = fp4::dequantize_mxfp4);
+safe!(dequantize dequantize_nvfp4 = fp4::dequantize_nvfp4);
+safe!(dequantize dequantize_q1_0 = bits::dequantize_q1_0);
+safe!(dequantize dequantize_q2_0 = bits::dequantize_q2_0);
 
 /// The entries NEON accelerates for `t`; `dotprod` picks the SDOT int8 dots, and is
 /// ignored (plain NEON is used) when the CPU lacks SDOT.
@@ -162,6 +184,12 @@ pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
         IQ3S => (Some(iq3::quantize_iq3_s as QuantizeFn), None, None),
         IQ1M => (Some(iq3::quantize_iq1_m as QuantizeFn), None, None),
         // the reference kernels serve the rest
+        TQ1_0 => (Some(quantize_tq1_0), Some(dequantize_tq1_0), pick(dot_tq1_0, sdot_tq1_0)),
+        TQ2_0 => (Some(quantize_tq2_0), Some(dequantize_tq2_0), pick(dot_tq2_0, sdot_tq2_0)),
+        MXFP4 => (Some(quantize_mxfp4), Some(dequantize_mxfp4), pick(dot_mxfp4, sdot_mxfp4)),
+        NVFP4 => (None, Some(dequantize_nvfp4), pick(dot_nvfp4, sdot_nvfp4)),
+        Q1_0 => (None, Some(dequantize_q1_0), pick(dot_q1_0, sdot_q1_0)),
+        Q2_0 => (Some(quantize_q2_0), Some(dequantize_q2_0), pick(dot_q2_0, sdot_q2_0)),
         _ => (None, None, None),
     };
     Overrides { quantize, dequantize, vec_dot }

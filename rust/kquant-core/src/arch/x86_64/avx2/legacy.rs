@@ -114,7 +114,7 @@ pub unsafe fn dequantize_iq4_nl(q: &[u8], y: &mut [f32]) {
 /// promise that a block's sum of eight pair sums stays within i16 (so no weight
 /// format with levels beyond +-31). Otherwise the inputs are eight i32 lanes.
 #[inline(always)]
-unsafe fn hsum4<const I16: bool>(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128i {
+pub(super) unsafe fn hsum4<const I16: bool>(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128i {
     let h = if I16 {
         let h = _mm256_hadd_epi16(_mm256_hadd_epi16(p0, p1), _mm256_hadd_epi16(p2, p3));
         _mm256_madd_epi16(h, _mm256_set1_epi16(1))
@@ -126,7 +126,7 @@ unsafe fn hsum4<const I16: bool>(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m2
 
 /// The f16 fields at `at` of four blocks, widened, in one vector.
 #[inline(always)]
-unsafe fn f16x4<const B: usize>(b: &[&[u8; B]; 4], at: usize) -> __m128 {
+pub(super) unsafe fn f16x4<const B: usize>(b: &[&[u8; B]; 4], at: usize) -> __m128 {
     // Assembled in a general register: the integer units are idle here, while four
     // vector inserts would compete with the dot itself.
     let h = |k: usize| u16::from_le_bytes([b[k][at], b[k][at + 1]]) as u64;
@@ -142,7 +142,7 @@ unsafe fn f16x4<const B: usize>(b: &[&[u8; B]; 4], at: usize) -> __m128 {
 /// by one, as the reference does, makes a latency chain that costs a quarter of the
 /// speed.)
 #[inline(always)]
-unsafe fn dot_blocks<const I16: bool, const B: usize, const Y: usize>(
+pub(super) unsafe fn dot_blocks<const I16: bool, const B: usize, const Y: usize>(
     q: &[u8],
     yq: &[u8],
     sums: impl Fn(&[u8; B], &[u8; Y]) -> __m256i,

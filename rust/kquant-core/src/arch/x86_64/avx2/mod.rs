@@ -4,13 +4,16 @@
 //! with `chunks_exact`, like the reference). The safe wrappers below are private and
 //! reach `dispatch` only through `overrides`, which demands an [`Avx2`] token.
 
+mod bits;
 mod float;
 mod iq2;
 mod iq3;
+mod fp4;
 mod kquants;
 mod legacy;
 mod q8;
 mod quant;
+mod ternary;
 mod util;
 
 use crate::dispatch::Overrides;
@@ -121,6 +124,23 @@ safe!(vec_dot vec_dot_f16 = float::vec_dot_f16);
 safe!(vec_dot vec_dot_bf16 = float::vec_dot_bf16);
 safe!(vec_dot vec_dot_f32 = float::vec_dot_f32);
 
+safe!(quantize quantize_tq1_0 = ternary::quantize_tq1_0);
+safe!(quantize quantize_tq2_0 = ternary::quantize_tq2_0);
+safe!(quantize quantize_mxfp4 = fp4::quantize_mxfp4);
+safe!(quantize quantize_q2_0 = bits::quantize_q2_0);
+safe!(dequantize dequantize_tq1_0 = ternary::dequantize_tq1_0);
+safe!(dequantize dequantize_tq2_0 = ternary::dequantize_tq2_0);
+safe!(dequantize dequantize_mxfp4 = fp4::dequantize_mxfp4);
+safe!(dequantize dequantize_nvfp4 = fp4::dequantize_nvfp4);
+safe!(dequantize dequantize_q1_0 = bits::dequantize_q1_0);
+safe!(dequantize dequantize_q2_0 = bits::dequantize_q2_0);
+safe!(vec_dot vec_dot_tq1_0 = ternary::vec_dot_tq1_0);
+safe!(vec_dot vec_dot_tq2_0 = ternary::vec_dot_tq2_0);
+safe!(vec_dot vec_dot_mxfp4 = fp4::vec_dot_mxfp4);
+safe!(vec_dot vec_dot_nvfp4 = fp4::vec_dot_nvfp4);
+safe!(vec_dot vec_dot_q1_0 = bits::vec_dot_q1_0);
+safe!(vec_dot vec_dot_q2_0 = bits::vec_dot_q2_0);
+
 /// The entries AVX2 accelerates for `t`.
 pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
     use QuantType::*;
@@ -148,6 +168,12 @@ pub(crate) fn overrides(_: Avx2, t: QuantType) -> Overrides {
         IQ3XXS => (Some(quantize_iq3_xxs as _), None, None),
         IQ3S => (Some(quantize_iq3_s as _), None, None),
         IQ1M => (Some(quantize_iq1_m as _), None, None),
+        TQ1_0 => (Some(quantize_tq1_0 as _), Some(dequantize_tq1_0 as _), Some(vec_dot_tq1_0 as _)),
+        TQ2_0 => (Some(quantize_tq2_0 as _), Some(dequantize_tq2_0 as _), Some(vec_dot_tq2_0 as _)),
+        MXFP4 => (Some(quantize_mxfp4 as _), Some(dequantize_mxfp4 as _), Some(vec_dot_mxfp4 as _)),
+        NVFP4 => (None, Some(dequantize_nvfp4 as _), Some(vec_dot_nvfp4 as _)),
+        Q1_0 => (None, Some(dequantize_q1_0 as _), Some(vec_dot_q1_0 as _)),
+        Q2_0 => (Some(quantize_q2_0 as _), Some(dequantize_q2_0 as _), Some(vec_dot_q2_0 as _)),
         // the reference kernels serve the rest
         _ => (None, None, None),
     };
