@@ -230,9 +230,10 @@ impl Ctx<'_> {
         let scale: f64 = wx.iter().zip(&wy).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
         let r = rd(x, y) as f64;
         let s = sd(x, y) as f64;
-        if !scale.is_finite() {
-            // Infinite scales (f16 overflow of huge inputs): both must merely not crash;
-            // inf - inf makes the result depend on the order of additions.
+        if !scale.is_finite() || (scale > f32::MAX as f64 && !(r.is_finite() && s.is_finite())) {
+            // Infinite scales (f16 overflow of huge inputs), or terms whose sum passes
+            // f32::MAX: a partial sum overflows in one order of additions and not in
+            // another, and inf - inf makes NaN, so both must merely not crash.
             return 0.0;
         }
         self.report.checks += 1;
