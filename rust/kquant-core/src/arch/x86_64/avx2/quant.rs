@@ -15,6 +15,7 @@
 // Lanes, groups and values are all addressed by index, as in the reference.
 #![allow(clippy::needless_range_loop)]
 
+mod iq1s;
 mod iq2;
 mod kquants;
 mod lanes;
@@ -92,6 +93,15 @@ mod iq2_entries {
     }
 }
 pub(super) use iq2_entries::{quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs};
+
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_iq1_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+    let soa = crate::arch::iq2_soa::soa_iq1();
+    // SAFETY: this function is compiled for, and only called on, CPUs with AVX2.
+    crate::reference::iq1_s::quantize_with(x, q, imat, |xb, w| unsafe { iq1s::sub_block(soa, xb, w) })
+}
 
 #[cfg(test)]
 mod tests;

@@ -28,11 +28,20 @@ use crate::reference::search::qp_finish;
 /// the 8 values `xval` with weights `w` at scale `scale`.
 #[inline(always)]
 unsafe fn best_neighbour(list: &List, xval: &[f32], w: &[f32], scale: f32) -> u16 {
+    let sq = [scale * 1.0, scale * 3.0, scale * 5.0];
+    list.codes[best_at(list, xval, w, sq)]
+}
+
+/// Position in `list` of the first candidate with the strictly least
+/// `sum_i w[i] * (sq[level_i] - xval[i])^2` (summed in coordinate order, each term
+/// `(w * diff) * diff`), 0 when no error is below `f32::MAX`.
+#[inline(always)]
+pub(super) unsafe fn best_at(list: &List, xval: &[f32], w: &[f32], sq: [f32; 3]) -> usize {
     // the error of each coordinate (lane) at each level, as the reference computes it
     let (x8, w8) = (loadx(xval, 0), loadx(w, 0));
     let mut t = [zero(); 3];
     for (l, tl) in t.iter_mut().enumerate() {
-        let diff = sub(set(scale * (2 * l + 1) as f32), x8);
+        let diff = sub(set(sq[l]), x8);
         *tl = mul(mul(w8, diff), diff);
     }
     let tabs = level_tables(t);
@@ -54,7 +63,7 @@ unsafe fn best_neighbour(list: &List, xval: &[f32], w: &[f32], scale: f32) -> u1
             }
         }
     }
-    list.codes[at]
+    at
 }
 
 /// Per candidate (lane): the packed points of the group after the grid step, whether
