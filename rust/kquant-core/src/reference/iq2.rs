@@ -125,6 +125,10 @@ pub fn round_point(lat: &Lattice, xval: &[f32], waux: &[f32], id: f32, scale: f3
     }
 }
 
+/// `round_point` without its lattice argument (the reference's, or a SIMD one giving the
+/// same levels and result): `(xval, waux, id, scale, l)`.
+pub type RoundPoint<'a> = &'a dyn Fn(&[f32], &[f32], f32, f32, &mut [u8]) -> bool;
+
 /// Grid index of 8 levels known to be on the grid; a point off it (only reachable with
 /// non-finite intermediate values, where ggml aborts) maps to its first candidate.
 #[inline]

@@ -19,9 +19,9 @@ use super::v8::*;
 use super::v8_iq2::*;
 use crate::arch::iq2_soa::{List, Soa};
 use crate::reference::common::{nearest_int, GROUP_MAX_EPS};
-use crate::reference::iq2::{cand_id16, Best16, KMAXQ, NCAND16};
+use crate::reference::iq2::{self, cand_id16, Best16, KMAXQ, NCAND16};
 use crate::reference::iq2_xxs::{cand_id, NCAND};
-use crate::reference::lattice::unpack;
+use crate::reference::lattice::{unpack, Lattice, Lookup};
 use crate::reference::search::qp_finish;
 
 /// The grid point (packed levels) `iq2_find_best_neighbour` picks from `list` for
@@ -64,6 +64,33 @@ pub(super) unsafe fn best_at(list: &List, xval: &[f32], w: &[f32], sq: [f32; 3])
         }
     }
     at
+}
+
+/// `iq2::round_point` with the neighbour search above.
+#[inline(always)]
+pub unsafe fn round_point(
+    lat: &Lattice,
+    soa: &Soa,
+    xval: &[f32],
+    waux: &[f32],
+    id: f32,
+    scale: f32,
+    l: &mut [u8],
+) -> bool {
+    let mut u = 0u16;
+    for i in 0..8 {
+        let v = nearest_int(0.5 * (id * xval[i] - 1.0)).clamp(0, KMAXQ - 1);
+        l[i] = v as u8;
+        u |= (v as u16) << (2 * i);
+    }
+    match soa.list(u) {
+        Some(list) => {
+            l[..8].copy_from_slice(&unpack(best_neighbour(&list, xval, waux, scale)));
+            false
+        }
+        // on the grid, or (never for levels below 3) off it without candidates
+        None => matches!(lat.lookup(u), Lookup::OnGrid(_)) || iq2::round_point(lat, xval, waux, id, scale, l),
+    }
 }
 
 /// Per candidate (lane): the packed points of the group after the grid step, whether
