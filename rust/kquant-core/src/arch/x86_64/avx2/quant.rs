@@ -77,7 +77,8 @@ mod iq2_entries {
     /// The CPU must have AVX2, FMA and F16C.
     pub(in super::super) unsafe fn quantize_iq2_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_xxs();
-        // SAFETY: the caller guarantees the CPU features `cand32` is compiled for.
+        // SAFETY: the caller guarantees the CPU features `cand32`, `qp32` and `round8`
+        // are compiled for.
         let lat = crate::reference::iq2::lattice_xxs();
         iq2_xxs::quantize_with(
             x,
@@ -92,15 +93,31 @@ mod iq2_entries {
     /// As `quantize_iq2_xxs`.
     pub(in super::super) unsafe fn quantize_iq2_xs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_xs();
-        // SAFETY: the caller guarantees the CPU features `cand16` is compiled for.
-        iq2_xs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+        let lat = crate::reference::iq2::lattice_xs();
+        // SAFETY: the caller guarantees the CPU features `cand16` and `round8` are
+        // compiled for.
+        iq2_xs::quantize_with(
+            x,
+            q,
+            imat,
+            &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) },
+            &|xv, wa, id, s, l| unsafe { round8(lat, soa, xv, wa, id, s, l) },
+        )
     }
     /// # Safety
     /// As `quantize_iq2_xxs`.
     pub(in super::super) unsafe fn quantize_iq2_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_s();
-        // SAFETY: the caller guarantees the CPU features `cand16` is compiled for.
-        iq2_s::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+        let lat = crate::reference::iq2::lattice_s();
+        // SAFETY: the caller guarantees the CPU features `cand16` and `round8` are
+        // compiled for.
+        iq2_s::quantize_with(
+            x,
+            q,
+            imat,
+            &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) },
+            &|xv, wa, id, s, l| unsafe { round8(lat, soa, xv, wa, id, s, l) },
+        )
     }
 }
 pub(super) use iq2_entries::{quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs};
