@@ -54,12 +54,20 @@ pub(super) unsafe fn best_at(list: &List, xval: &[f32], w: &[f32], sq: [f32; 3])
         }
         // padding lanes repeat the first candidate and cannot beat it
         if any(lt(d, set(best))) {
-            let d = lanes(d);
-            for j in 0..8 {
-                if d[j] < best {
-                    best = d[j];
-                    at = 8 * c + j;
+            if any(ne(d, d)) {
+                let d = lanes(d);
+                for j in 0..8 {
+                    if d[j] < best {
+                        best = d[j];
+                        at = 8 * c + j;
+                    }
                 }
+            } else {
+                // without NaN the lane-order scan ends on the first lane holding the
+                // least value (ties keep the earlier lane), and that value beats `best`
+                let m = hmin(d);
+                best = m;
+                at = 8 * c + mask_bits(eq(d, set(m))).trailing_zeros() as usize;
             }
         }
     }
