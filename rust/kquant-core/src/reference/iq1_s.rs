@@ -119,8 +119,7 @@ pub(crate) fn finish_sub_block(
     let mut index = [0u16; 4];
     let mut all_on_grid = true;
     for k in 0..4 {
-        let (g, on) =
-            grid_index(&l[8 * k..8 * k + 8], &xb[8 * k..8 * k + 8], &weight[8 * k..8 * k + 8], scale, xx);
+        let (g, on) = grid_index(&l[8 * k..8 * k + 8], &xb[8 * k..8 * k + 8], &weight[8 * k..8 * k + 8], scale, xx);
         all_on_grid &= on;
         index[k] = g as u16;
     }

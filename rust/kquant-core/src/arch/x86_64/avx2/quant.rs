@@ -111,13 +111,9 @@ mod iq2_entries {
         let lat = crate::reference::iq2::lattice_s();
         // SAFETY: the caller guarantees the CPU features `cand16` and `round8` are
         // compiled for.
-        iq2_s::quantize_with(
-            x,
-            q,
-            imat,
-            &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) },
-            &|xv, wa, id, s, l| unsafe { round8(lat, soa, xv, wa, id, s, l) },
-        )
+        iq2_s::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) }, &|xv, wa, id, s, l| unsafe {
+            round8(lat, soa, xv, wa, id, s, l)
+        })
     }
 }
 pub(super) use iq2_entries::{quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs};

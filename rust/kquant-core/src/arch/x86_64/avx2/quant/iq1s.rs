@@ -185,7 +185,7 @@ unsafe fn scan(t: &Terms, mut best_score: f32) -> Option<Win> {
                             best_score = scale * sumqx;
                             win = Some(Win { i1, i2: i2 + j, shift: s, scale, sumqx, sumq2, bmax_before: bmax });
                             bmax = if bmax > best_score { bmax } else { best_score };
-                            all |= !(best_score >= before);
+                            all |= best_score < before || best_score.is_nan() || before.is_nan();
                         }
                     }
                 }
