@@ -77,8 +77,10 @@ __all__ = [
     "TensorPlan",
     "QuantPlan",
     "QuantizeError",
+    "IMATRIX_TYPES",
     "plan_quantization",
     "plan_gguf",
+    "parse_prune_layers",
     "parse_tensor_type",
     "parse_tensor_type_text",
     "load_tensor_type_file",
@@ -1251,14 +1253,24 @@ def _imatrix_message(ft: FileType, lacking: Sequence[Tuple[str, QuantType]], has
 _PRUNE_RE = re.compile(r"blk\.(\d+)\.")
 
 
+def parse_prune_layers(text: str) -> List[int]:
+    """``--prune-layers L0,L1,...``: the layer numbers, sorted and without repeats."""
+    out = set()
+    for part in str(text).split(","):
+        try:
+            v = int(part.strip())
+        except ValueError:
+            raise ValueError(f"invalid layer id {part.strip()!r} in {text!r}: expected comma-separated layer numbers") from None
+        if v < 0:
+            raise ValueError(f"invalid layer id {v} in {text!r}: layer numbers are >= 0")
+        out.add(v)
+    return sorted(out)
+
+
 def _prune_list(layers: Any, n_layer: int) -> List[int]:
     """--prune-layers: sorted, without repeats; ints or a "1,5,7" string."""
     if isinstance(layers, str):
-        parts = [p.strip() for p in layers.split(",")]
-        try:
-            layers = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"invalid layer list {layers!r}: expected comma-separated layer numbers") from None
+        layers = parse_prune_layers(layers)
     out = set()
     for v in layers:
         try:
