@@ -12,7 +12,9 @@ which leaves out the memory-mapped input) is sampled every 20 ms from /proc.
 heavy-tailed entry for every weight of the model to benches/.cache, and both sides use it:
 `kquant quantize --imatrix` and the libgguf loop, which passes each tensor's entry to
 libgguf. After each pair of runs every tensor's bytes are compared. `--goal R` says whether
-kquant took at most 1/R of the loop's time.
+kquant took at most 1/R of the loop's time. `--breakdown` instead quantizes in this process
+and prints, per tensor type of the recipe, the seconds kquant and libgguf spend quantizing
+(reading and writing left out).
 """
 
 from __future__ import annotations
@@ -128,6 +130,38 @@ def run_measured(cmd, env) -> tuple[float, int]:
     return dt, peak
 
 
+def breakdown(model: Path, ftype: str, imatrix, threads: int) -> list:
+    """Per target type: values, kquant seconds, libgguf seconds (quantization only)."""
+    from collections import defaultdict
+
+    import numpy as np
+    import libgguf
+
+    import kquant
+    from kquant.model import plan_model, quantize_model
+    from kquant.recipes import QuantizeOptions
+
+    with tempfile.TemporaryDirectory(dir=model.parent) as tmp:
+        rep = quantize_model(model, Path(tmp) / "out.gguf", ftype, imatrix=imatrix, nthreads=threads)
+    kq, n, lg = defaultdict(float), defaultdict(int), defaultdict(float)
+    for t in rep.tensors:
+        if t.target_type != t.source_type:
+            kq[t.target_type.name] += t.seconds
+            n[t.target_type.name] += int(np.prod(t.shape))
+    imat = kquant.load_imatrix(imatrix) if imatrix else None
+    with kquant.GGUFReader(model) as r:
+        plan = plan_model(r, ftype, QuantizeOptions(imatrix=set(imat) if imat is not None else False))
+        for p in plan:
+            if not p.quantize:
+                continue
+            x = r.dequantize(p.name)
+            w = imat.for_tensor(p.name, x.shape) if imat is not None and p.use_imatrix else None
+            t0 = time.perf_counter()
+            libgguf.quantize_rows(x.reshape(-1, x.shape[-1]), int(p.target_type), imatrix=w)
+            lg[p.target_type.name] += time.perf_counter() - t0
+    return [(k, n[k], kq[k], lg[k]) for k in sorted(kq, key=lambda k: -lg[k])]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
@@ -138,7 +172,10 @@ def main(argv=None) -> int:
     ap.add_argument("--imatrix", help="importance matrix for both sides; 'synthetic' writes one for the model")
     ap.add_argument("--goal", type=float, help="say whether kquant took at most 1/GOAL of the loop's time")
     ap.add_argument("--title", default="Whole model", help="the markdown section's title")
+    ap.add_argument("--breakdown", action="store_true", help="per tensor type quantization seconds, in process")
     a = ap.parse_args(argv)
+    if a.breakdown:  # before kquant or libgguf is imported here
+        os.environ.update(KQUANT_NUM_THREADS=str(a.threads), LIBGGUF_NUM_THREADS=str(a.threads))
 
     model = Path(a.model) if a.model else HERE / ".cache" / "llama-0.5b-f32.gguf"
     if not model.exists():
@@ -152,6 +189,12 @@ def main(argv=None) -> int:
         imatrix = synthetic_imatrix(model, model.with_name(model.stem + "-imatrix.dat"))
     elif a.imatrix:
         imatrix = Path(a.imatrix)
+    if a.breakdown:
+        for ftype in a.type.split(","):
+            print(f"{ftype}: tensor type | values | kquant | libgguf | ratio")
+            for k, n, s_kq, s_lg in breakdown(model, ftype, imatrix, a.threads):
+                print(f"| {k} | {n / 1e6:.1f} M | {s_kq:.1f} s | {s_lg:.1f} s | {s_lg / max(s_kq, 1e-9):.2f}x |")
+        return 0
     size = model.stat().st_size
     lines = [f"Model: {model.name} ({size / 2**30:.2f} GiB F32), {a.threads} threads"
              + (f", importance matrix {imatrix.name}" if imatrix else ""), "",

@@ -156,6 +156,32 @@ def test_bytes_equal_ggml(llama, tmp_path, ftype):
     assert report.bits_per_weight < 9
 
 
+def test_q1_0_and_nvfp4_bytes_equal_ggml(tmp_path):
+    # rows of 256 and 512: whole Q1_0 (128) and NVFP4 (64) blocks, which have no fallback
+    path = tmp_path / "even.gguf"
+    assert make_llama.main([str(path), "--layers=1", "--width=256", "--ffn=512", "--heads=4", "--kv-heads=2",
+                            "--vocab=256"]) == 0
+    src = values(path)
+    for ftype in ("Q1_0", "NVFP4"):
+        out = tmp_path / f"{ftype}.gguf"
+        quantize_model(path, out, ftype)
+        assert FileType[ftype].default_type in check_bytes(out, src, None, False)
+
+
+def test_imatrix_that_does_not_fit_is_refused_before_writing(llama, tmp_path):
+    path, src, _ = llama
+    rng = np.random.default_rng(1)
+    entries = {n: rng.lognormal(0, 1, x.shape[-1]).astype(np.float32) for n, x in src.items() if x.ndim == 2}
+    entries["blk.0.ffn_up.weight"] = entries["blk.0.ffn_up.weight"][:128]
+    entries["blk.2.attn_q.weight"] = np.ones(512, np.float32)
+    bad = tmp_path / "bad.dat"
+    write_dat_imatrix(bad, entries)
+    with pytest.raises(ValueError, match="does not fit 2 tensor") as e:
+        quantize_model(path, tmp_path / "never.gguf", "IQ2_XS", imatrix=bad)
+    assert "blk.0.ffn_up.weight" in str(e.value) and "blk.2.attn_q.weight" in str(e.value)
+    assert not (tmp_path / "never.gguf").exists()
+
+
 def test_moe_bytes_equal_ggml(moe, tmp_path):
     path, src, imat = moe
     out = tmp_path / "mxfp4.gguf"

@@ -299,6 +299,8 @@ def quantize_model(
             if dry_run:
                 report.seconds = time.perf_counter() - t0
                 return report
+            if imat is not None:
+                _check_imatrix_sizes(plan, imat, infos)
             if output is None:
                 raise ValueError("an output path is required unless dry_run is set")
             if _collect is not None or executor is not None or keep_split or split_max_size is not None:
@@ -367,6 +369,25 @@ def _write(reader, output, ft, plan, report, imat, overrides, progress) -> None:
             r.seconds = time.perf_counter() - t1
             bar.update(r.bytes_before, p.name)
     bar.close()
+
+
+def _check_imatrix_sizes(plan: QuantPlan, imat: Any, infos: Dict[str, Any]) -> None:
+    """Every importance entry the run will use fits its tensor, checked before anything is
+    written (llama-quantize finds a misfit when it reaches the tensor). The token embedding
+    is left to the writer, as llama-quantize tolerates a misfit there."""
+    bad = []
+    for p in plan:
+        if not p.use_imatrix or p.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+            continue
+        try:
+            imat.for_tensor(p.input_name, infos[p.input_name].shape)
+        except ValueError:
+            bad.append(p.input_name)
+    if bad:
+        raise ValueError(
+            f"the importance matrix {imat.path} does not fit {len(bad)} tensor(s) of this model "
+            f"(entry size is not row length x experts): {', '.join(bad)}; was it computed for another model?"
+        )
 
 
 def _plan_notes(plan: QuantPlan, options: QuantizeOptions, dry_run: bool) -> List[str]:
