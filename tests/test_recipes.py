@@ -123,7 +123,7 @@ def test_file_type_parse(text, expected):
     assert FileType.parse(text) is expected
 
 
-@pytest.mark.parametrize("bad", ["Q9_K", "IQ2_XXS", "", 99, 19, -1, "-1"])
+@pytest.mark.parametrize("bad", ["Q9_K", "IQ5_XXS", "", 99, 33, -1, "-1"])
 def test_file_type_parse_rejects(bad):
     with pytest.raises(ValueError):
         FileType.parse(bad)

@@ -48,6 +48,7 @@ def _quantize(args: argparse.Namespace) -> int:
         executor=args.executor,
         keep_split=args.keep_split,
         split_max_size=args.split_max_size,
+        **_low_bit_options(args),
     )
     if args.dry_run:
         for t in report.tensors:
@@ -56,6 +57,18 @@ def _quantize(args: argparse.Namespace) -> int:
                   f"{t.bytes_before / 2**20:10.2f} MiB -> {t.bytes_after / 2**20:10.2f} MiB")
     print(report.summary())
     return 0
+
+
+def _low_bit_options(args: argparse.Namespace) -> dict:
+    """--missing-imatrix / --prune-layers, passed only when given (kquant variants shares this)."""
+    from .recipes import parse_prune_layers
+
+    out: dict = {}
+    if getattr(args, "missing_imatrix", None):
+        out["missing_imatrix"] = args.missing_imatrix
+    if getattr(args, "prune_layers", None):
+        out["prune_layers"] = parse_prune_layers(args.prune_layers)
+    return out
 
 
 def _add_quantize(sub) -> None:
@@ -67,7 +80,7 @@ def _add_quantize(sub) -> None:
     q.add_argument("input", help="input GGUF file, or a diffusion model's safetensors checkpoint (ComfyUI: flux, "
                    "sd1, sdxl, sd3, aura, ltxv, hyvid, wan, hidream, cosmos, lumina2)")
     q.add_argument("output", help="output GGUF file (written atomically)")
-    q.add_argument("type", nargs="?", help="file type: Q4_K_M, Q5_K_S, Q8_0, IQ4_XS, F16, COPY, ...")
+    q.add_argument("type", nargs="?", help="file type: Q4_K_M, Q5_K_S, Q8_0, IQ4_XS, IQ2_M, IQ3_XXS, TQ1_0, MXFP4_MOE, F16, COPY, ...")
     q.add_argument("nthreads", nargs="?", type=int, help="threads (default: every core)")
     q.add_argument("--imatrix", help="importance matrix (llama.cpp .dat or GGUF imatrix)")
     q.add_argument("--include-weights", action="append", metavar="NAME", help="use the imatrix only for these")
@@ -88,6 +101,11 @@ def _add_quantize(sub) -> None:
                    help="run the per-tensor work on a Dask scheduler (tcp://host:8786) or local:N worker processes")
     q.add_argument("--keep-split", action="store_true", help="write a split input as a split set like it")
     q.add_argument("--split-max-size", metavar="SIZE", help="split the output into parts of at most SIZE (e.g. 4GB)")
+    q.add_argument("--missing-imatrix", metavar="TYPE",
+                   help="give the tensors that need an importance entry but have none (IQ1/IQ2/IQ3_XXS types) "
+                        "this type instead of stopping, e.g. Q4_K")
+    q.add_argument("--prune-layers", metavar="L0,L1,...",
+                   help="drop these layers; the rest and their importance entries are renumbered")
     q.set_defaults(func=_quantize)
 
 

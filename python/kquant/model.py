@@ -18,7 +18,16 @@ import numpy as np
 
 from ._api import quantize
 from ._types import QuantType, row_size
-from .recipes import FileType, FileTypeLike, ModelFacts, QuantizeOptions, QuantPlan, TensorSpec, plan_quantization
+from .recipes import (
+    FileType,
+    FileTypeLike,
+    ModelFacts,
+    QuantizeOptions,
+    QuantPlan,
+    TensorSpec,
+    parse_prune_layers,
+    plan_quantization,
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -51,6 +60,7 @@ class QuantizeReport:
     seconds: float = 0.0
     dry_run: bool = False
     budget: Optional[str] = None
+    notes: List[str] = field(default_factory=list)  # also passed to `log` before the run
 
     @property
     def bytes_before(self) -> int:
@@ -102,7 +112,9 @@ class _Progress:
         width = 30
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         el = time.perf_counter() - self.t0
-        self.stream.write(f"\r[{bar}] {frac * 100:5.1f}% {el:6.1f}s {label[:40]:40}")
+        # the low-bit types take minutes per GB: say how long is left, from the bytes so far
+        eta = f"eta {el / frac - el:6.0f}s" if 0 < frac < 1 else " " * 10
+        self.stream.write(f"\r[{bar}] {frac * 100:5.1f}% {el:6.1f}s {eta} {label[:40]:40}")
         self.stream.flush()
 
     def close(self) -> None:
@@ -171,6 +183,8 @@ def quantize_model(
     executor: Any = None,
     keep_split: bool = False,
     split_max_size: Union[None, int, str] = None,
+    missing_imatrix: Optional[Any] = None,
+    prune_layers: Union[str, Sequence[int]] = (),
     _collect: Optional[Callable[[Any], None]] = None,
 ) -> QuantizeReport:
     """Quantize the GGUF model `input` to `output` with llama-quantize's recipe `ftype`.
@@ -193,6 +207,15 @@ def quantize_model(
     `kquant.executors`). `keep_split` writes a split input as a split set like it;
     `split_max_size` ("4GB", bytes) splits the output into parts of at most that much
     tensor data (`kquant.split`).
+
+    The file types whose tensors need an importance matrix (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS,
+    IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS, Q2_K_S) refuse to run without `imatrix`; every tensor is
+    checked before anything is written, and the error names all that lack an entry.
+    `missing_imatrix` (a tensor type that needs none, e.g. "Q4_K") gives exactly those
+    tensors that type instead. `prune_layers` (layer numbers, or "3,7") drops those layers
+    and renumbers the rest and their importance entries as llama-quantize does, and sets
+    `{arch}.block_count`; it does not combine with `executor`, `keep_split` or
+    `split_max_size`.
     """
     from . import _api
     from .diffusion import missing_5d_note, open_model
@@ -220,6 +243,9 @@ def quantize_model(
         raise ValueError("a file type (e.g. Q4_K_M) or a target_bpw / target_size budget is required")
     ft = FileType.parse(ftype)
     overrides = [parse_override_kv(o) if isinstance(o, str) else tuple(o) for o in override_kv]
+    prune_layers = tuple(parse_prune_layers(prune_layers)) if isinstance(prune_layers, str) else tuple(prune_layers)
+    if prune_layers and (_collect is not None or executor is not None or keep_split or split_max_size is not None):
+        raise ValueError("prune_layers (--prune-layers) does not combine with executors, split outputs or variants yet")
     old_threads = _api.get_num_threads()
     if nthreads is not None:
         _api.set_num_threads(nthreads)
@@ -246,14 +272,23 @@ def quantize_model(
                 include_weights=tuple(include_weights),
                 exclude_weights=tuple(exclude_weights),
                 dry_run=dry_run,
+                missing_imatrix=missing_imatrix,
+                prune_layers=prune_layers,
             )
             plan = plan_model(reader, ft, options)
+            if plan.block_count is not None:
+                arch = reader.metadata.get("general.architecture")
+                overrides.append((f"{arch}.block_count", "u32", plan.block_count))
+            notes = _plan_notes(plan, options, dry_run)
+            for n in notes:
+                log(n)
             report = QuantizeReport(
-                os.fspath(input), None if dry_run else os.fspath(output), ft, dry_run=dry_run, budget=budget_note
+                os.fspath(input), None if dry_run else os.fspath(output), ft, dry_run=dry_run, budget=budget_note,
+                notes=notes,
             )
             infos = {t.name: t for t in reader.tensors}
             for p in plan:
-                info = infos[p.name]
+                info = infos[p.input_name]
                 n = info.shape[-1] if info.shape else 1
                 rows = int(np.prod(info.shape[:-1], dtype=np.int64)) if len(info.shape) > 1 else 1
                 after = rows * row_size(p.target_type, n) if p.quantize else info.nbytes
@@ -264,6 +299,8 @@ def quantize_model(
             if dry_run:
                 report.seconds = time.perf_counter() - t0
                 return report
+            if imat is not None:
+                _check_imatrix_sizes(plan, imat, infos)
             if output is None:
                 raise ValueError("an output path is required unless dry_run is set")
             if _collect is not None or executor is not None or keep_split or split_max_size is not None:
@@ -320,17 +357,58 @@ def _write(reader, output, ft, plan, report, imat, overrides, progress) -> None:
             r = by_name[p.name]
             t1 = time.perf_counter()
             if p.quantize:
-                x = reader.dequantize(p.name)
-                wts = imat.for_tensor(p.name, x.shape) if imat is not None and p.use_imatrix else None
+                x = reader.dequantize(p.input_name)
+                # a renumbered (pruned) tensor keeps its importance entry under its input name
+                wts = imat.for_tensor(p.input_name, x.shape) if imat is not None and p.use_imatrix else None
                 data = _quantize_tensor(x, r.target_type, wts)
                 del x
             else:
-                data = reader.raw(p.name)
+                data = reader.raw(p.input_name)
             w.write_tensor(p.name, data)
             del data
             r.seconds = time.perf_counter() - t1
             bar.update(r.bytes_before, p.name)
     bar.close()
+
+
+def _check_imatrix_sizes(plan: QuantPlan, imat: Any, infos: Dict[str, Any]) -> None:
+    """Every importance entry the run will use fits its tensor, checked before anything is
+    written (llama-quantize finds a misfit when it reaches the tensor). The token embedding
+    is left to the writer, as llama-quantize tolerates a misfit there."""
+    bad = []
+    for p in plan:
+        if not p.use_imatrix or p.name in ("token_embd.weight", "per_layer_token_embd.weight"):
+            continue
+        try:
+            imat.for_tensor(p.input_name, infos[p.input_name].shape)
+        except ValueError:
+            bad.append(p.input_name)
+    if bad:
+        raise ValueError(
+            f"the importance matrix {imat.path} does not fit {len(bad)} tensor(s) of this model "
+            f"(entry size is not row length x experts): {', '.join(bad)}; was it computed for another model?"
+        )
+
+
+def _plan_notes(plan: QuantPlan, options: QuantizeOptions, dry_run: bool) -> List[str]:
+    """What the run prints besides the sizes: pruning, missing importance entries."""
+    notes = []
+    if plan.pruned:
+        notes.append(
+            f"pruned layers {', '.join(map(str, sorted(set(map(int, options.prune_layers)))))}: {len(plan.pruned)} tensors "
+            f"dropped, block_count {plan.model.n_layer} -> {plan.block_count}"
+        )
+    if plan.lacking_imatrix and options.missing_imatrix is not None:
+        t = QuantType.parse(options.missing_imatrix)
+        names = plan.lacking_imatrix
+        more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+        notes.append(
+            f"missing_imatrix: {len(names)} tensor(s) without an importance entry get {t.name}: "
+            + ", ".join(names[:20]) + more
+        )
+    if dry_run and plan.imatrix_error:
+        notes.append("warning: the dry run completed, but the quantization itself will stop: " + plan.imatrix_error)
+    return notes
 
 
 def _copy_file_type(reader) -> int:

@@ -12,22 +12,44 @@ row-length fallbacks and the user's overrides (``--tensor-type``,
 
 Source of truth: llama.cpp ``src/llama-quant.cpp`` at commit
 007dbbf3fd17eefe9b47fee45f48f7ba5e62b714 and ``tools/quantize/quantize.cpp`` at
-03161a4eb9a2ec66ef97789f347c5a28279f06ea (2025/2026 master). Only the file
-types whose tensor types kquant can produce are modelled, so the IQ1/IQ2/IQ3,
-TQ, MXFP4 and NVFP4 branches are absent. Worth knowing when comparing with
-files made by older llama.cpp releases:
+03161a4eb9a2ec66ef97789f347c5a28279f06ea (2025/2026 master). Every file type
+llama-quantize offers is modelled: the k-quant and legacy mixes, IQ4_NL/IQ4_XS,
+the low-bit IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS,
+IQ3_S, IQ3_M, the ternary TQ1_0/TQ2_0, Q1_0, Q2_0 (2.25 bpw, rows of 64;
+new in 2026), NVFP4 and MXFP4_MOE (MXFP4 for the stacked expert tensors, Q8_0
+for everything else). Worth knowing when comparing with files made by older
+llama.cpp releases:
 
 * the row-length fallback of Q2_K and Q3_K is Q4_0 here; older releases used
-  IQ4_NL;
+  IQ4_NL (the IQ1/IQ2/IQ3 types fall back to IQ4_NL, the TQ types and Q2_0 to
+  Q4_0, in both);
+* the importance-matrix requirement is decided tensor by tensor: IQ1_S,
+  IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S and IQ3_XXS tensors (and Q2_K ones under
+  Q2_K_S) need an entry, except the token embedding and output.weight. So
+  the IQ3_XXS file type (its attn_q/attn_k become IQ2_S, the rest IQ3_XXS)
+  needs an importance matrix too; older releases did not require one for
+  IQ3_XXS tensors, and their llama-quantize refused the IQ1_S, IQ1_M,
+  IQ2_XXS, IQ2_XS, IQ2_S and Q2_K_S file types up front without one.
+  Without any imatrix the run stops at the first such tensor before writing;
+  with one, only when a tensor it converts has no entry, which llama-quantize
+  finds while writing. kquant checks every tensor first and names them all;
+  ``missing_imatrix`` (``--missing-imatrix TYPE``) gives exactly those a
+  type that needs no importance matrix instead;
+* in MXFP4_MOE, BailingMoE3's 3-D MLA projections are Q8_0 (only its expert
+  FFN tensors are MXFP4); earlier MXFP4_MOE releases made every tensor with a
+  third axis larger than one MXFP4;
 * ``attn_qkv.weight`` is counted and treated like ``attn_v.weight`` (the
   dedicated attn_qkv branch of the source cannot be reached any more), so
   Q4_K_M gives it Q6_K on the "more bits" layers and Q4_K elsewhere, where
-  older releases gave it Q5_K everywhere;
+  older releases gave it Q5_K everywhere (and Q3_K_M, Q3_K_L, IQ3_M gave it
+  Q4_K);
 * ``--tensor-type`` overrides now win over the mix rules, still go through the
   row-length fallback, apply under ``--pure`` too, and an overridden tensor
   does not advance the attn_v / ffn_down layer counters; older releases applied
   them after the mix and only when no fallback had happened;
-* ``per_layer_token_embd.weight`` counts as a token embedding.
+* ``per_layer_token_embd.weight`` counts as a token embedding;
+* ``--prune-layers`` (``prune_layers``) drops whole ``blk.N.`` layers and
+  renumbers the rest; the mix rules still count the input's layers.
 
 Shapes: :class:`TensorSpec` stores ``ne``, the shape in ggml order, ``ne[0]``
 being the row length (what GGUF files and ``gguf.GGUFReader`` store). Use
@@ -37,6 +59,7 @@ being the row length (what GGUF files and ``gguf.GGUFReader`` store). Use
 from __future__ import annotations
 
 import enum
+import operator
 import os
 import re
 from collections import Counter
@@ -54,8 +77,10 @@ __all__ = [
     "TensorPlan",
     "QuantPlan",
     "QuantizeError",
+    "IMATRIX_TYPES",
     "plan_quantization",
     "plan_gguf",
+    "parse_prune_layers",
     "parse_tensor_type",
     "parse_tensor_type_text",
     "load_tensor_type_file",
@@ -93,10 +118,26 @@ class FileType(enum.IntEnum):
     Q5_K_S = 16
     Q5_K_M = 17
     Q6_K = 18
+    IQ2_XXS = 19
+    IQ2_XS = 20
     Q2_K_S = 21
+    IQ3_XS = 22
+    IQ3_XXS = 23
+    IQ1_S = 24
     IQ4_NL = 25
+    IQ3_S = 26
+    IQ3_M = 27
+    IQ2_S = 28
+    IQ2_M = 29
     IQ4_XS = 30
+    IQ1_M = 31
     BF16 = 32
+    TQ1_0 = 36
+    TQ2_0 = 37
+    MXFP4_MOE = 38
+    NVFP4 = 39
+    Q1_0 = 40
+    Q2_0 = 41
     COPY = -1
 
     def __str__(self) -> str:
@@ -167,6 +208,24 @@ _DEFAULT_TYPE = {
     FileType.Q6_K: QuantType.Q6_K,
     FileType.IQ4_NL: QuantType.IQ4_NL,
     FileType.IQ4_XS: QuantType.IQ4_XS,
+    # llama_ftype_get_default_type: the IQ2_S and IQ2_M names are one step above their
+    # default tensor type, and IQ3_XS starts from IQ3_S (its mix then lowers some tensors)
+    FileType.IQ2_XXS: QuantType.IQ2_XXS,
+    FileType.IQ2_XS: QuantType.IQ2_XS,
+    FileType.IQ2_S: QuantType.IQ2_XS,
+    FileType.IQ2_M: QuantType.IQ2_S,
+    FileType.IQ3_XXS: QuantType.IQ3_XXS,
+    FileType.IQ3_XS: QuantType.IQ3_S,
+    FileType.IQ3_S: QuantType.IQ3_S,
+    FileType.IQ3_M: QuantType.IQ3_S,
+    FileType.IQ1_S: QuantType.IQ1_S,
+    FileType.IQ1_M: QuantType.IQ1_M,
+    FileType.TQ1_0: QuantType.TQ1_0,
+    FileType.TQ2_0: QuantType.TQ2_0,
+    FileType.MXFP4_MOE: QuantType.MXFP4,
+    FileType.NVFP4: QuantType.NVFP4,
+    FileType.Q1_0: QuantType.Q1_0,
+    FileType.Q2_0: QuantType.Q2_0,
 }
 
 
@@ -336,6 +395,16 @@ class QuantizeOptions:
     name substrings (as in llama-quantize, not regexes) that keep or drop
     imatrix entries; at most one of the two may be given. ``dry_run`` reports
     the errors llama-quantize would stop with on the plan instead of raising.
+
+    Two options go beyond llama-quantize's per-tensor behaviour:
+    ``missing_imatrix``: a tensor type that needs no importance matrix, given
+    to exactly the tensors that would get a type needing one (IQ1_S, IQ1_M,
+    IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS; Q2_K under Q2_K_S) but have no entry (or
+    when there is no imatrix at all); without it such tensors are an error,
+    raised for all of them at once before anything is written.
+    ``prune_layers``: layer numbers to drop (``--prune-layers``); the remaining
+    ``blk.N.`` tensors are renumbered as llama-quantize does and keep their
+    importance entries under their old names.
     """
 
     tensor_types: Sequence[Union[str, Tuple[Union[str, Pattern[str]], QTypeLike]]] = ()
@@ -348,6 +417,8 @@ class QuantizeOptions:
     include_weights: Sequence[str] = ()
     exclude_weights: Sequence[str] = ()
     dry_run: bool = False
+    missing_imatrix: Optional[QTypeLike] = None
+    prune_layers: Sequence[int] = ()
 
 
 def parse_tensor_type(arg: str) -> Tuple[str, QuantType]:
@@ -396,6 +467,9 @@ class TensorPlan:
     ``use_imatrix``: the conversion gets the importance matrix.
     ``requires_imatrix``: the target type is one llama.cpp refuses to make
     without one. ``fallback``: the row-length fallback changed the type.
+    ``source_name``: the tensor's name in the input when ``prune_layers``
+    renumbered it (its importance entry is looked up under that name), else
+    None; :attr:`input_name` gives the input name either way.
     """
 
     name: str
@@ -410,6 +484,12 @@ class TensorPlan:
     requires_imatrix: bool = False
     fallback: bool = False
     error: Optional[str] = None
+    source_name: Optional[str] = None
+
+    @property
+    def input_name(self) -> str:
+        """The tensor's name in the input file."""
+        return self.source_name if self.source_name is not None else self.name
 
     def __str__(self) -> str:
         return f"{self.name}: {self.target_type.name} ({self.reason})"
@@ -417,13 +497,25 @@ class TensorPlan:
 
 @dataclass(frozen=True)
 class QuantPlan:
-    """The per-tensor plan, in the order llama-quantize processes and writes tensors."""
+    """The per-tensor plan, in the order llama-quantize processes and writes tensors.
+
+    ``lacking_imatrix``: the tensors whose type needs an importance entry they
+    do not have (given ``missing_imatrix``'s type, or in error);
+    ``imatrix_error``: the error that stops (or, in a dry run, would stop) the
+    quantization for them. ``pruned``: the input tensors ``prune_layers``
+    dropped; ``block_count``: the output's ``{arch}.block_count`` when layers
+    were pruned, else None.
+    """
 
     file_type: FileType
     model: ModelFacts
     entries: Tuple[TensorPlan, ...]
     n_fallback: int = 0
     has_imatrix: bool = False
+    lacking_imatrix: Tuple[str, ...] = ()
+    imatrix_error: Optional[str] = None
+    pruned: Tuple[str, ...] = ()
+    block_count: Optional[int] = None
     _index: Dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -588,10 +680,22 @@ def _load_order_key(spec: TensorSpec) -> Tuple[int, str]:
     return (-1 if layer is None else layer, spec.name)
 
 
+# tensor_type_fallback: what a type becomes when rows are not whole blocks of it (and F16
+# when the rows are not whole blocks of the fallback either); other types have no fallback
 _FALLBACK = {
+    QuantType.IQ1_S: QuantType.IQ4_NL,
+    QuantType.IQ1_M: QuantType.IQ4_NL,
+    QuantType.IQ2_XXS: QuantType.IQ4_NL,
+    QuantType.IQ2_XS: QuantType.IQ4_NL,
+    QuantType.IQ2_S: QuantType.IQ4_NL,
+    QuantType.IQ3_XXS: QuantType.IQ4_NL,
+    QuantType.IQ3_S: QuantType.IQ4_NL,
     QuantType.IQ4_XS: QuantType.IQ4_NL,
+    QuantType.Q2_0: QuantType.Q4_0,
     QuantType.Q2_K: QuantType.Q4_0,
     QuantType.Q3_K: QuantType.Q4_0,
+    QuantType.TQ1_0: QuantType.Q4_0,
+    QuantType.TQ2_0: QuantType.Q4_0,
     QuantType.Q4_K: QuantType.Q5_0,
     QuantType.Q5_K: QuantType.Q5_1,
     QuantType.Q6_K: QuantType.Q8_0,
@@ -600,7 +704,23 @@ _FALLBACK = {
 _F = FileType
 _Q = QuantType
 
-_ATTN_OUT_Q5_K_FOR_8_EXPERTS = {_F.Q2_K, _F.Q3_K_S, _F.Q3_K_M, _F.IQ4_NL, _F.Q4_K_S, _F.Q4_K_M, _F.IQ4_XS}
+_ATTN_OUT_Q5_K_FOR_8_EXPERTS = {
+    _F.Q2_K, _F.IQ3_XS, _F.IQ3_XXS, _F.Q3_K_S, _F.Q3_K_M, _F.IQ4_NL, _F.Q4_K_S, _F.Q4_K_M, _F.IQ3_S, _F.IQ3_M, _F.IQ4_XS,
+}
+
+# the file types with their own branch in the mix: every tensor of theirs that the rules
+# touch gets one of a few fixed types, whatever its category's usual upgrade
+_LOW_BIT = {_F.IQ2_XXS, _F.IQ2_XS, _F.IQ1_S, _F.IQ2_S, _F.IQ2_M, _F.IQ1_M}
+# file types whose output (and tied token embedding) is Q5_K rather than Q6_K
+_OUTPUT_Q5_K = {_F.IQ2_XXS, _F.IQ2_XS, _F.IQ3_XXS, _F.IQ1_S, _F.IQ2_S, _F.IQ2_M, _F.IQ1_M}
+# the untied token embedding of these file types
+_TOKEN_EMBD = {
+    _F.IQ2_XXS: _Q.Q2_K, _F.IQ2_XS: _Q.Q2_K, _F.IQ1_S: _Q.Q2_K, _F.IQ1_M: _Q.Q2_K,
+    _F.IQ2_S: _Q.IQ3_S, _F.IQ2_M: _Q.IQ3_S, _F.IQ3_XXS: _Q.IQ3_S,
+    _F.TQ1_0: _Q.Q4_K, _F.TQ2_0: _Q.Q4_K, _F.Q2_0: _Q.Q4_K,
+}
+# tensor types that need an importance matrix in any file type (Q2_K needs one under Q2_K_S)
+IMATRIX_TYPES = frozenset({_Q.IQ1_S, _Q.IQ1_M, _Q.IQ2_XXS, _Q.IQ2_XS, _Q.IQ2_S, _Q.IQ3_XXS})
 
 
 class _Planner:
@@ -640,28 +760,84 @@ class _Planner:
         return counter, n_layer
 
     def mix(self, spec: TensorSpec, cat: _Cat, new: QuantType, notes: List[str]) -> QuantType:
-        """llama_tensor_get_type_impl for the file types kquant supports."""
+        """llama_tensor_get_type_impl: the file type's mix rules."""
         f = self.ftype
         m = self.model
         name = spec.name
         before = new
+
+        def note(what: str, why: str = "") -> None:
+            if new != before:
+                kind = "downgrade" if new.bits_per_weight < before.bits_per_weight else "upgrade"
+                notes.append(f"mix {kind}: {what} -> {new.name}" + (f" ({why})" if why else ""))
 
         if cat == _Cat.OUTPUT or (self.tied and cat == _Cat.TOKEN_EMBD):
             what = "output" if cat == _Cat.OUTPUT else "tied token embedding (used as output)"
             if self.output_type is not None:
                 notes.append(f"{what}: output_tensor_type {self.output_type.name}")
                 return self.output_type
-            if self.is_falcon or spec.row_length % new.block_size:
+            why = ""
+            if f == _F.MXFP4_MOE:
+                new, why = _Q.Q8_0, "MXFP4_MOE"
+            elif self.is_falcon or spec.row_length % new.block_size:
                 new = _Q.Q8_0
                 why = "falcon" if self.is_falcon else f"row length {spec.row_length} not divisible by {before.block_size}"
-                notes.append(f"mix upgrade: {what} -> Q8_0 ({why})")
+            elif f in _OUTPUT_Q5_K:
+                new, why = _Q.Q5_K, f"{f.name}"
             elif new != _Q.Q8_0:
-                new = _Q.Q6_K
-                notes.append(f"mix upgrade: {what} -> Q6_K")
+                new, why = _Q.Q6_K, ""
+            note(what, why)
+            return new
+
+        if f == _F.MXFP4_MOE:
+            # only the stacked expert matrices (a third axis) are MXFP4; BailingMoE3's MLA
+            # projections are 3-D too, so there only the expert FFN roles count
+            experts = len(spec.ne) > 2 and spec.ne[2] > 1
+            if self.arch == "bailingmoe3" and cat not in (_Cat.FFN_UP, _Cat.FFN_GATE, _Cat.FFN_DOWN):
+                experts = False
+            if experts:
+                new = _Q.MXFP4
+                notes.append("MXFP4_MOE: expert tensor -> MXFP4")
+            else:
+                new = _Q.Q8_0
+                notes.append("MXFP4_MOE: not an expert tensor -> Q8_0")
             return new
 
         if cat == _Cat.TOKEN_EMBD:
-            # only IQ1/IQ2/IQ3/TQ file types change an untied token embedding
+            # an untied token embedding changes only under the IQ1/IQ2/IQ3_XXS/TQ/Q2_0 file types
+            new = _TOKEN_EMBD.get(f, new)
+            note("token_embd", f.name)
+            return new
+
+        if f in _LOW_BIT:
+            two_m = f in (_F.IQ2_S, _F.IQ2_M)
+            if cat in _ATTN_V_LIKE:
+                i = self.i_attention_wv
+                if m.n_gqa >= 4 or m.n_expert >= 4:
+                    new = _Q.Q4_K
+                    why = f"n_gqa {m.n_gqa} >= 4" if m.n_gqa >= 4 else f"{m.n_expert} experts >= 4"
+                else:
+                    new, why = (_Q.IQ3_S if two_m else _Q.Q2_K), f"attn_v #{i}"
+                self.i_attention_wv += 1
+                note(cat.value, why)
+            elif m.n_expert == 8 and cat == _Cat.ATTENTION_K:
+                new = _Q.Q4_K
+                note("attn_k", "8 experts")
+            elif cat == _Cat.FFN_DOWN:
+                # this branch counts ffn_down tensors even in MoE models, unlike the usual one
+                i, n = self.i_ffn_down, self.n_ffn_down
+                if i < n // 8:
+                    new = _Q.IQ3_S if two_m else _Q.Q2_K
+                self.i_ffn_down += 1
+                note("ffn_down", f"ffn_down #{i} of {n}, first eighth")
+            elif cat == _Cat.ATTENTION_OUTPUT:
+                if m.n_expert == 8:
+                    new = _Q.Q5_K
+                elif f in (_F.IQ1_S, _F.IQ1_M):
+                    new = _Q.IQ2_XXS
+                elif two_m:
+                    new = _Q.IQ3_S
+                note("attn_output", "8 experts" if m.n_expert == 8 else f.name)
             return new
 
         if cat in _ATTN_V_LIKE:
@@ -673,6 +849,15 @@ class _Planner:
                 why = f"n_gqa {gqa} >= 4" if gqa >= 4 else f"n_gqa {gqa} < 4"
             elif f == _F.Q2_K_S and gqa >= 4:
                 new, why = _Q.Q4_K, f"n_gqa {gqa} >= 4"
+            elif f == _F.IQ3_XXS:
+                if gqa >= 4:
+                    new, why = _Q.Q4_K, f"n_gqa {gqa} >= 4"
+                elif not self.has_imatrix:
+                    new, why = _Q.IQ3_S, "no imatrix"
+            elif f in (_F.IQ3_XS, _F.IQ3_S) and gqa >= 4:
+                new, why = _Q.Q4_K, f"n_gqa {gqa} >= 4"
+            elif f == _F.IQ3_M:
+                new = _Q.Q4_K
             elif f == _F.Q3_K_M:
                 new = _Q.Q5_K if i < 2 else _Q.Q4_K
                 why = f"attn_v #{i} of {n}" + (" (first two)" if i < 2 else "")
@@ -690,17 +875,25 @@ class _Planner:
             if m.n_expert == 8:
                 new, why = _Q.Q8_0, "8 experts"
             self.i_attention_wv += 1
-            if new != before:
-                notes.append(f"mix upgrade: {cat.value} -> {new.name}" + (f" ({why})" if why else ""))
+            note(cat.value, why)
             return new
 
         if cat == _Cat.ATTENTION_K:
             if m.n_expert == 8:
                 new = _Q.Q8_0
-                notes.append("mix upgrade: attn_k -> Q8_0 (8 experts)")
+            elif f == _F.IQ3_XS:
+                new = _Q.IQ3_XXS
+            elif f == _F.IQ3_XXS:
+                new = _Q.IQ2_S
+            note("attn_k", "8 experts" if m.n_expert == 8 else f.name)
             return new
 
         if cat == _Cat.ATTENTION_Q:
+            if f == _F.IQ3_XS:
+                new = _Q.IQ3_XXS
+            elif f == _F.IQ3_XXS:
+                new = _Q.IQ2_S
+            note("attn_q", f.name)
             return new
 
         if cat == _Cat.FFN_DOWN:
@@ -713,6 +906,9 @@ class _Planner:
             elif f == _F.Q2_K_S:
                 if i < n // 8:
                     new, why = _Q.Q4_K, f"{where}, first eighth"
+            elif f == _F.IQ3_XXS and not self.has_imatrix:
+                new = _Q.Q4_K if i < n // 8 else _Q.Q3_K
+                why = f"{where}" + (", first eighth" if i < n // 8 else "") + ", no imatrix"
             elif f == _F.Q3_K_M:
                 if i < n // 16:
                     new, why = _Q.Q5_K, f"{where}, first sixteenth"
@@ -721,6 +917,9 @@ class _Planner:
                     why = f"{where}, falcon, gets more bits" if self.is_falcon else where
                 else:
                     new = _Q.Q3_K
+            elif f == _F.IQ3_M and (i < n // 8 or (m.n_expert == 8 and more)):
+                new = _Q.Q4_K
+                why = f"{where}, first eighth" if i < n // 8 else f"{where}, 8 experts, gets more bits"
             elif f == _F.Q3_K_L:
                 new = _Q.Q4_K if self.is_falcon else _Q.Q5_K
             elif f == _F.Q4_K_M:
@@ -744,8 +943,7 @@ class _Planner:
                 new = _Q.Q4_1 if f == _F.Q4_0 else _Q.Q5_1
                 why = f"{where}, first eighth, with imatrix"
             self.i_ffn_down += 1
-            if new != before:
-                notes.append(f"mix upgrade: ffn_down -> {new.name} ({why})")
+            note("ffn_down", why)
             return new
 
         if cat == _Cat.ATTENTION_OUTPUT:
@@ -755,24 +953,29 @@ class _Planner:
                         new = _Q.Q5_K
                 elif f == _F.Q2_K:
                     new = _Q.Q3_K
-                elif f == _F.Q3_K_M:
+                elif f == _F.IQ3_XXS:
+                    new = _Q.IQ3_S
+                elif f in (_F.Q3_K_M, _F.IQ3_M):
                     new = _Q.Q4_K
                 elif f == _F.Q3_K_L:
                     new = _Q.Q5_K
             elif f == _F.Q3_K_L:
                 new = _Q.Q4_K
-            if new != before:
-                why = "8 experts" if m.n_expert == 8 else ("falcon" if self.is_falcon else "")
-                notes.append(f"mix upgrade: attn_output -> {new.name}" + (f" ({why})" if why else ""))
+            note("attn_output", "8 experts" if m.n_expert == 8 else ("falcon" if self.is_falcon else ""))
             return new
 
         # the source's own attn_qkv branch sits after the attn_v-like one and never runs
-        if cat == _Cat.FFN_GATE:
-            self.layer_info(self.i_ffn_gate, self.n_ffn_gate, name)
-            self.i_ffn_gate += 1
-        elif cat == _Cat.FFN_UP:
-            self.layer_info(self.i_ffn_up, self.n_ffn_up, name)
-            self.i_ffn_up += 1
+        if cat in (_Cat.FFN_GATE, _Cat.FFN_UP):
+            gate = cat == _Cat.FFN_GATE
+            counter = self.i_ffn_gate if gate else self.i_ffn_up
+            i, n = self.layer_info(counter, self.n_ffn_gate if gate else self.n_ffn_up, name)
+            if f == _F.IQ3_XS and n // 8 <= i < 7 * n // 8:
+                new = _Q.IQ3_XXS
+            if gate:
+                self.i_ffn_gate += 1
+            else:
+                self.i_ffn_up += 1
+            note(cat.value, f"layer {i} of {n}, middle layers")
         return new
 
     def fallback(self, spec: TensorSpec, new: QuantType, notes: List[str]) -> Tuple[QuantType, bool]:
@@ -824,10 +1027,16 @@ class _Planner:
 
 
 def _requires_imatrix(name: str, target: QuantType, ftype: FileType) -> bool:
+    """tensor_requires_imatrix: llama-quantize will not write this tensor without an entry."""
     if name in _TOKEN_EMBD_NAMES or name == "output.weight":
         return False
-    # the other types that need one (IQ1/IQ2/IQ3_XXS) are not kquant types
+    if target in IMATRIX_TYPES:
+        return True
     return target == QuantType.Q2_K and ftype == FileType.Q2_K_S
+
+
+def _needs_imatrix_under(t: QuantType, ftype: FileType) -> bool:
+    return t in IMATRIX_TYPES or (t == QuantType.Q2_K and ftype == FileType.Q2_K_S)
 
 
 def _imatrix_entries(opts: QuantizeOptions, specs: List[TensorSpec]) -> set:
@@ -866,10 +1075,15 @@ def plan_quantization(
     Returns the plan in llama-quantize's processing order (by layer, then
     name). Raises :class:`QuantizeError` where llama-quantize stops: a tensor
     that is already quantized would be converted without
-    ``allow_requantize``, a Q2_K_S tensor needs an imatrix it does not get, a
-    row length has no fallback, or an MoE tensor name has no valid layer.
-    With ``dry_run=True`` the first two are recorded in ``TensorPlan.error``
-    instead.
+    ``allow_requantize``, tensors need importance entries they do not get
+    (one error naming all of them, see ``missing_imatrix``), a row length has
+    no fallback, or an MoE tensor name has no valid layer. With
+    ``dry_run=True`` the first two are recorded in ``TensorPlan.error`` (and
+    ``QuantPlan.imatrix_error``) instead.
+
+    With ``prune_layers`` the plan names the tensors as they will be written
+    (renumbered), and the rules still count the input's ``block_count``
+    layers, as llama-quantize's do.
     """
     if options is not None and kwargs:
         raise TypeError("pass either options= or keyword options, not both")
@@ -890,14 +1104,19 @@ def plan_quantization(
             raise ValueError(f"duplicate tensor name {s.name!r}")
         seen.add(s.name)
     specs.sort(key=_load_order_key)
+    entries_imatrix = _imatrix_entries(opts, specs)
+    kept, pruned, block_count = _prune(specs, _prune_list(opts.prune_layers, facts.n_layer))
+    specs = [s for s, _ in kept]
+    source = {s.name: src for s, src in kept}
 
     only_copy = ft == FileType.COPY
     planner = _Planner(facts, ft, opts, specs)
-    entries_imatrix = _imatrix_entries(opts, specs)
     planner.has_imatrix = bool(entries_imatrix)
+    missing_type = _missing_imatrix_type(opts.missing_imatrix, ft)
 
     # first pass: choose types (llama.cpp's preliminary loop)
     chosen = []
+    lacking: List[Tuple[str, QuantType]] = []
     for s in specs:
         cat = _category(s.name)
         notes: List[str] = []
@@ -909,24 +1128,47 @@ def plan_quantization(
         else:
             target, fell_back = planner.target(s, cat, notes)
         requires = _requires_imatrix(s.name, target, ft)
+        src = source[s.name] or s.name
         error = None
-        if refusal is None and requires and not planner.has_imatrix:
-            error = (
-                f"this quantization requires an importance matrix: {s.name} would be {target.name} "
-                f"(pass imatrix=, or choose another file type)"
-            )
-            if not opts.dry_run:
-                raise QuantizeError(error)
+        # without any imatrix llama-quantize refuses every such tensor; with one, only those
+        # it converts and finds no entry for
+        if (
+            refusal is None
+            and requires
+            and src not in entries_imatrix
+            and (not planner.has_imatrix or target != s.type)
+        ):
+            lacking.append((s.name, target))
+            if missing_type is not None:
+                notes.append(f"missing_imatrix: no importance entry for {target.name} -> {missing_type.name}")
+                target, fell_back2 = planner.fallback(s, missing_type, notes)
+                fell_back = fell_back or fell_back2
+                requires = False
+            elif not planner.has_imatrix:
+                error = (
+                    f"this quantization requires an importance matrix: {s.name} would be {target.name} "
+                    f"(pass imatrix=, or missing_imatrix=TYPE, or choose another file type)"
+                )
+            else:
+                error = (
+                    f"missing importance matrix for tensor {s.name} in a very low-bit quantization "
+                    f"({target.name}); pass missing_imatrix=TYPE to give it a type that needs none"
+                )
         chosen.append((s, cat, refusal is None, target, fell_back, requires, notes, error))
+
+    imatrix_error = None
+    if lacking and missing_type is None:
+        imatrix_error = _imatrix_message(ft, lacking, planner.has_imatrix)
+        if not opts.dry_run:
+            raise QuantizeError(imatrix_error)
 
     # second pass: what the conversion loop checks
     entries = []
     for s, cat, allowed, target, fell_back, requires, notes, error in chosen:
         convert = target != s.type
-        use_imatrix = convert and not target.is_float and s.name in entries_imatrix
+        src = source[s.name]
+        use_imatrix = convert and not target.is_float and (src or s.name) in entries_imatrix
         if convert:
-            if error is None and requires and planner.has_imatrix and not use_imatrix:
-                error = f"missing importance matrix for tensor {s.name} in a very low-bit quantization ({target.name})"
             if error is None and not s.type.is_float and not opts.allow_requantize:
                 error = f"requantizing from type {s.type.name} is disabled ({s.name}); pass allow_requantize=True"
             if error is None and s.row_length % target.block_size:
@@ -940,6 +1182,8 @@ def plan_quantization(
         else:
             if allowed:
                 notes.append(f"already {target.name}, copied")
+        if src is not None:
+            notes.insert(0, f"renumbered from {src}")
         entries.append(
             TensorPlan(
                 name=s.name,
@@ -954,6 +1198,7 @@ def plan_quantization(
                 requires_imatrix=requires,
                 fallback=fell_back,
                 error=error,
+                source_name=src,
             )
         )
     return QuantPlan(
@@ -962,7 +1207,123 @@ def plan_quantization(
         entries=tuple(entries),
         n_fallback=planner.n_fallback,
         has_imatrix=planner.has_imatrix,
+        lacking_imatrix=tuple(n for n, _ in lacking),
+        imatrix_error=imatrix_error,
+        pruned=tuple(pruned),
+        block_count=block_count,
     )
+
+
+def _missing_imatrix_type(value: Optional[QTypeLike], ft: FileType) -> Optional[QuantType]:
+    if value is None:
+        return None
+    t = QuantType.parse(value)
+    if _needs_imatrix_under(t, ft):
+        raise ValueError(
+            f"missing_imatrix type {t.name} needs an importance matrix itself"
+            + (" under Q2_K_S" if t == QuantType.Q2_K else "")
+            + "; choose one that does not, such as Q2_K, Q3_K, Q4_K, IQ4_XS or Q8_0"
+        )
+    return t
+
+
+def _imatrix_message(ft: FileType, lacking: Sequence[Tuple[str, QuantType]], has_imatrix: bool) -> str:
+    types = ", ".join(sorted({t.name for _, t in lacking}))
+    fix = (
+        "; or give exactly these tensors a type that needs none with --missing-imatrix TYPE "
+        "(missing_imatrix=TYPE), e.g. Q4_K"
+    )
+    if not has_imatrix:
+        shown = ", ".join(f"{n} ({t.name})" for n, t in lacking[:8])
+        more = f" and {len(lacking) - 8} more" if len(lacking) > 8 else ""
+        return (
+            f"this quantization requires an importance matrix: file type {ft.name} puts {len(lacking)} "
+            f"tensor(s) in {types}, which llama.cpp will not make without one ({shown}{more}); "
+            f"pass one with --imatrix FILE (imatrix= in Python){fix}"
+        )
+    first = lacking[0][0]
+    others = f" and {len(lacking) - 1} other tensor(s)" if len(lacking) > 1 else ""
+    listing = ", ".join(f"{n} ({t.name})" for n, t in lacking)
+    return (
+        f"missing importance matrix for tensor {first}{others} in a very low-bit quantization ({types}): "
+        f"the importance matrix has no entry for {listing}{fix}"
+    )
+
+
+_PRUNE_RE = re.compile(r"blk\.(\d+)\.")
+
+
+def parse_prune_layers(text: str) -> List[int]:
+    """``--prune-layers L0,L1,...``: the layer numbers, sorted and without repeats."""
+    out = set()
+    for part in str(text).split(","):
+        try:
+            v = int(part.strip())
+        except ValueError:
+            raise ValueError(f"invalid layer id {part.strip()!r} in {text!r}: expected comma-separated layer numbers") from None
+        if v < 0:
+            raise ValueError(f"invalid layer id {v} in {text!r}: layer numbers are >= 0")
+        out.add(v)
+    return sorted(out)
+
+
+def _prune_list(layers: Any, n_layer: int) -> List[int]:
+    """--prune-layers: sorted, without repeats; ints or a "1,5,7" string."""
+    if isinstance(layers, str):
+        layers = parse_prune_layers(layers)
+    out = set()
+    for v in layers:
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            v = operator.index(v)
+        except TypeError:
+            raise TypeError(f"layer numbers must be integers, not {type(v).__name__}") from None
+        if v < 0:
+            raise ValueError(f"invalid layer id {v}: layer numbers are >= 0")
+        if v >= n_layer:
+            raise ValueError(f"cannot prune layer {v}: the model has {n_layer} layers (0 to {n_layer - 1})")
+        out.add(v)
+    if out and len(out) >= n_layer:
+        raise ValueError(f"pruning layers {sorted(out)} would leave none of the model's {n_layer} layers")
+    return sorted(out)
+
+
+def _prune(
+    specs: List[TensorSpec], prune: List[int]
+) -> Tuple[List[Tuple[TensorSpec, Optional[str]]], List[str], Optional[int]]:
+    """llama-quantize's remap_layer over the tensors in load order: a pruned layer's tensors
+    go; layers below the first pruned one keep their number; each later layer takes the next
+    free number, in the order it is met. Returns (spec, input name if renamed) pairs, the
+    dropped names and the new block count (None when nothing is pruned)."""
+    if not prune:
+        return [(s, None) for s in specs], [], None
+    mapped: Dict[int, Optional[int]] = {}
+    next_id = 0
+    kept: List[Tuple[TensorSpec, Optional[str]]] = []
+    dropped: List[str] = []
+    for s in specs:
+        m = _PRUNE_RE.search(s.name)
+        if m is None:
+            kept.append((s, None))
+            continue
+        blk = int(m.group(1))
+        if blk not in mapped:
+            if blk in prune:
+                mapped[blk] = None
+            elif blk < prune[0]:
+                mapped[blk] = blk
+                next_id = blk + 1
+            else:
+                mapped[blk] = next_id
+                next_id += 1
+        new = mapped[blk]
+        if new is None:
+            dropped.append(s.name)
+            continue
+        name = s.name[: m.start(1)] + str(new) + s.name[m.end(1):]
+        kept.append((TensorSpec(name, s.ne, s.type), s.name) if name != s.name else (s, None))
+    return kept, dropped, next_id
 
 
 # --------------------------------------------------------------------------
