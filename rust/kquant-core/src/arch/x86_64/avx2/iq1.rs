@@ -1,0 +1,242 @@
+//! IQ1_S and IQ1_M: dequantize and dots with Q8_K.
+//!
+//! A group of 8 values is one grid point of bytes -1, 0, 1 (one 8-byte table load)
+//! plus a shift of ±1/8. Eight times a value, `8g ± 1`, is a byte within ±9, so 32
+//! values are 32 signed bytes: `sign_epi8(8, g)` makes `8g` and the shift adds ±1.
+//! Dequantization multiplies them by `dl / 8`: scaling by a power of two is exact here
+//! (`dl` is an f16 times an odd integer below 16, far from the f32 limits), so
+//! `(dl / 8) * (8g ± 1)` rounds as the reference's `dl * (g ± 1/8)`.
+//!
+//! Dots keep the reference's two integer sums, combined exactly as `8 sumi + sumi1`:
+//! the grid part with `maddubs` on |activation| (exact for any Q8_K byte, -128 too),
+//! and the shift part from the same data the reference reads: Q8_K's block sums for
+//! IQ1_S, the activations themselves for IQ1_M (there the shift rides along in the
+//! `8g ± 1` bytes).
+
+use std::arch::x86_64::*;
+
+use super::kquants::dot_by4;
+use super::util::*;
+use crate::arch::{block, floats_mut};
+use crate::reference::iq1::GRID;
+use crate::reference::q8_k::{BLOCK_BYTES as Q8K, BSUMS, QS as Q8QS};
+use crate::types::QK_K;
+
+const S: usize = 50;
+const S_QH: usize = 34;
+const M: usize = 56;
+const M_QH: usize = 32;
+const M_SCALES: usize = 48;
+
+#[inline(always)]
+fn u16_at<const N: usize>(b: &[u8; N], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+/// Four grid points as 32 bytes of -1, 0, 1.
+#[inline(always)]
+unsafe fn grid4(idx: [usize; 4]) -> __m256i {
+    _mm256_setr_epi64x(GRID[idx[0]] as i64, GRID[idx[1]] as i64, GRID[idx[2]] as i64, GRID[idx[3]] as i64)
+}
+
+/// Group `ib` of an IQ1_S block: its grid points (bytes -1, 0, 1) and the `qh` word.
+#[inline(always)]
+unsafe fn s_group(xb: &[u8; S], ib: usize) -> (__m256i, u16) {
+    let h = u16_at(xb, S_QH + 2 * ib) as usize;
+    let idx = |l: usize| xb[2 + 4 * ib + l] as usize | (h >> (3 * l) & 7) << 8;
+    (grid4([idx(0), idx(1), idx(2), idx(3)]), h as u16)
+}
+
+/// Group `ib` of an IQ1_M block: its grid points and the shift signs as ±1 bytes.
+#[inline(always)]
+unsafe fn m_group(xb: &[u8; M], ib: usize) -> (__m256i, __m256i) {
+    let h0 = xb[M_QH + 2 * ib] as usize;
+    let h1 = xb[M_QH + 2 * ib + 1] as usize;
+    let g = grid4([
+        xb[4 * ib] as usize | (h0 & 7) << 8,
+        xb[4 * ib + 1] as usize | (h0 >> 4 & 7) << 8,
+        xb[4 * ib + 2] as usize | (h1 & 7) << 8,
+        xb[4 * ib + 3] as usize | (h1 >> 4 & 7) << 8,
+    ]);
+    // group l's shift bit is bit 3 (even l) or 7 (odd l) of byte l / 2
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi16((h0 | h1 << 8) as i16),
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        ),
+    );
+    let bit = _mm256_setr_epi64x(
+        0x0808_0808_0808_0808,
+        0x8080_8080_8080_8080u64 as i64,
+        0x0808_0808_0808_0808,
+        0x8080_8080_8080_8080u64 as i64,
+    );
+    let down = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    (g, _mm256_or_si256(down, _mm256_set1_epi8(1)))
+}
+
+/// `8g + shift` for grid bytes `g` and shifts of ±1.
+#[inline(always)]
+unsafe fn eight_g_plus(g: __m256i, shift: __m256i) -> __m256i {
+    _mm256_add_epi8(_mm256_sign_epi8(_mm256_set1_epi8(8), g), shift)
+}
+
+/// The odd scale `2 ls + 1` of an IQ1_S `qh` word.
+#[inline(always)]
+fn s_scale(h: u16) -> i32 {
+    2 * (h >> 12 & 7) as i32 + 1
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dequantize_iq1_s(q: &[u8], y: &mut [f32]) {
+    for (xb, yb) in q.chunks_exact(S).zip(y.chunks_exact_mut(QK_K)) {
+        let xb = block::<S>(xb);
+        let yb = floats_mut::<QK_K>(yb);
+        let d = f16_at(xb, 0);
+        for ib in 0..8 {
+            let (g, h) = s_group(xb, ib);
+            let shift = _mm256_set1_epi8(if h & 0x8000 != 0 { -1 } else { 1 });
+            let dl = d * s_scale(h) as f32;
+            scale_i8x32(eight_g_plus(g, shift), _mm256_set1_ps(dl * 0.125), yb, 32 * ib);
+        }
+    }
+}
+
+/// The f16 super-scale of an IQ1_M block, spread over the top nibbles of its scale words.
+#[inline(always)]
+fn m_d_bits(xb: &[u8; M]) -> u16 {
+    let sc = |j: usize| u16_at(xb, M_SCALES + 2 * j);
+    (sc(0) >> 12) | (sc(1) >> 8 & 0x00f0) | (sc(2) >> 4 & 0x0f00) | (sc(3) & 0xf000)
+}
+
+/// The two odd scales `2 ls + 1` of 32-value group `ib` (values 0..16 and 16..32).
+#[inline(always)]
+fn m_scales(xb: &[u8; M], ib: usize) -> (i32, i32) {
+    let w = u16_at(xb, M_SCALES + 2 * (ib / 2)) >> (6 * (ib % 2));
+    (2 * (w & 7) as i32 + 1, 2 * (w >> 3 & 7) as i32 + 1)
+}
+
+#[inline(always)]
+unsafe fn f16_to_f32(h: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dequantize_iq1_m(q: &[u8], y: &mut [f32]) {
+    for (xb, yb) in q.chunks_exact(M).zip(y.chunks_exact_mut(QK_K)) {
+        let xb = block::<M>(xb);
+        let yb = floats_mut::<QK_K>(yb);
+        let d = f16_to_f32(m_d_bits(xb));
+        for ib in 0..8 {
+            let (g, shift) = m_group(xb, ib);
+            let v = eight_g_plus(g, shift);
+            let (l0, l1) = m_scales(xb, ib);
+            let d0 = _mm256_set1_ps(d * l0 as f32 * 0.125);
+            let d1 = _mm256_set1_ps(d * l1 as f32 * 0.125);
+            scale_i8x16(_mm256_castsi256_si128(v), d0, yb, 32 * ib);
+            scale_i8x16(_mm256_extracti128_si256(v, 1), d1, yb, 32 * ib + 16);
+        }
+    }
+}
+
+/// IQ1_S block sums: `8 sumi + sumi1` of the reference in 8 i32 lanes.
+#[inline(always)]
+unsafe fn s_block_sums(xb: &[u8; S], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_setzero_si256();
+    for ib in 0..8 {
+        let (g, h) = s_group(xb, ib);
+        let p = maddubs_signed(load256(yb, Q8QS + 32 * ib), g);
+        let p = _mm256_madd_epi16(p, _mm256_set1_epi16(8 * s_scale(h) as i16));
+        if ib % 2 == 0 {
+            s0 = _mm256_add_epi32(s0, p);
+        } else {
+            s1 = _mm256_add_epi32(s1, p);
+        }
+    }
+    // The shift part: each sub-block's two Q8_K block sums times ±(2 ls + 1); the
+    // sign of the qh word is the shift's sign (`| 1` keeps a zero word positive).
+    let qh = _mm_loadu_si128(xb.as_ptr().add(S_QH).cast());
+    let ls =
+        _mm_add_epi16(_mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(qh, 12), _mm_set1_epi16(7)), 1), _mm_set1_epi16(1));
+    let f = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
+    let f = _mm256_set_m128i(_mm_unpackhi_epi16(f, f), _mm_unpacklo_epi16(f, f));
+    let shift = _mm256_madd_epi16(load256(yb, BSUMS), f);
+    (_mm256_add_epi32(_mm256_add_epi32(s0, s1), shift), _mm256_setzero_si256())
+}
+
+/// IQ1_S x Q8_K: `d * yd * (sumi + sumi1 / 8)` with exact integer sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_iq1_s(q: &[u8], yq: &[u8]) -> f32 {
+    0.125 * dot_by4::<S, false, 0, 0>(q, yq, |xb, yb| s_block_sums(xb, yb))
+}
+
+/// IQ1_M block sums: `8 sumi1 + sumi2` of the reference in 8 i32 lanes.
+#[inline(always)]
+unsafe fn m_block_sums(xb: &[u8; M], yb: &[u8; Q8K]) -> __m256i {
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_setzero_si256();
+    for ib in 0..8 {
+        let (g, shift) = m_group(xb, ib);
+        let p = maddubs_signed(load256(yb, Q8QS + 32 * ib), eight_g_plus(g, shift));
+        let (l0, l1) = m_scales(xb, ib);
+        let m = _mm256_set_m128i(_mm_set1_epi16(l1 as i16), _mm_set1_epi16(l0 as i16));
+        let p = _mm256_madd_epi16(p, m);
+        if ib % 2 == 0 {
+            s0 = _mm256_add_epi32(s0, p);
+        } else {
+            s1 = _mm256_add_epi32(s1, p);
+        }
+    }
+    _mm256_add_epi32(s0, s1)
+}
+
+/// Eight i32 lanes of four blocks each to the four block totals, as f64 (exact).
+#[inline(always)]
+unsafe fn totals4(v: [__m256i; 4]) -> __m256d {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm256_cvtepi32_pd(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)))
+}
+
+/// Four IQ1_M blocks at once: the f64 terms `d * yd * (8 sumi1 + sumi2)`.
+#[inline(always)]
+unsafe fn m_terms4(xb: [&[u8; M]; 4], yb: [&[u8; Q8K]; 4]) -> __m256d {
+    let s = [
+        m_block_sums(xb[0], yb[0]),
+        m_block_sums(xb[1], yb[1]),
+        m_block_sums(xb[2], yb[2]),
+        m_block_sums(xb[3], yb[3]),
+    ];
+    let h = |k: usize| m_d_bits(xb[k]) as u64;
+    let d = _mm_cvtph_ps(_mm_cvtsi64_si128((h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48) as i64));
+    let yd = _mm_setr_ps(f32_at(yb[0], 0), f32_at(yb[1], 0), f32_at(yb[2], 0), f32_at(yb[3], 0));
+    // f16 x f32 products are exact in f64
+    let dd = _mm256_mul_pd(_mm256_cvtps_pd(d), _mm256_cvtps_pd(yd));
+    _mm256_mul_pd(dd, totals4(s))
+}
+
+/// IQ1_M x Q8_K: `d * yd * (sumi1 + sumi2 / 8)`. Like the k-quant block loop (four
+/// blocks at a time, exact totals, f64 terms), with the super-scale assembled from
+/// the scale words.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_iq1_m(q: &[u8], yq: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_pd();
+    let mut xs = q.chunks_exact(4 * M);
+    let mut ys = yq.chunks_exact(4 * Q8K);
+    for (x4, y4) in xs.by_ref().zip(ys.by_ref()) {
+        let xb = [0, 1, 2, 3].map(|k| block::<M>(&x4[k * M..(k + 1) * M]));
+        let yb = [0, 1, 2, 3].map(|k| block::<Q8K>(&y4[k * Q8K..(k + 1) * Q8K]));
+        acc = _mm256_add_pd(acc, m_terms4(xb, yb));
+    }
+    let (xr, yr) = (xs.remainder(), ys.remainder());
+    let left = (xr.len() / M).min(yr.len() / Q8K);
+    if left > 0 {
+        // Pad with copies of the first block and keep only the real lanes.
+        let xb = [0, 1, 2, 3].map(|k| block::<M>(&xr[k.min(left - 1) * M..][..M]));
+        let yb = [0, 1, 2, 3].map(|k| block::<Q8K>(&yr[k.min(left - 1) * Q8K..][..Q8K]));
+        let keep =
+            _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_set1_epi64x(left as i64), _mm256_setr_epi64x(0, 1, 2, 3)));
+        acc = _mm256_add_pd(acc, _mm256_and_pd(keep, m_terms4(xb, yb)));
+    }
+    (0.125 * hsum_pd(acc)) as f32
+}
