@@ -15,6 +15,7 @@
 
 use std::arch::x86_64::*;
 
+use super::iq2::{bytes4, gather4_u64};
 use super::kquants::dot_by4;
 use super::util::*;
 use crate::arch::{block, floats_mut};
@@ -33,34 +34,34 @@ fn u16_at<const N: usize>(b: &[u8; N], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-/// Four grid points as 32 bytes of -1, 0, 1.
 #[inline(always)]
-unsafe fn grid4(idx: [usize; 4]) -> __m256i {
-    _mm256_setr_epi64x(GRID[idx[0]] as i64, GRID[idx[1]] as i64, GRID[idx[2]] as i64, GRID[idx[3]] as i64)
+fn word<const N: usize>(b: &[u8; N], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Four grid points as 32 bytes of -1, 0, 1: index `l` is byte `l` of `lo` with bits
+/// `shift[l]..shift[l] + 3` of `hi` on top (11 bits, inside the 2048 entries).
+#[inline(always)]
+unsafe fn grid4(lo: u32, hi: u32, shift: __m128i) -> __m256i {
+    let h = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(hi as i32), shift), _mm_set1_epi32(7));
+    gather4_u64(&GRID, _mm_or_si128(bytes4(lo), _mm_slli_epi32(h, 8)))
 }
 
 /// Group `ib` of an IQ1_S block: its grid points (bytes -1, 0, 1) and the `qh` word.
 #[inline(always)]
 unsafe fn s_group(xb: &[u8; S], ib: usize) -> (__m256i, u16) {
-    let h = u16_at(xb, S_QH + 2 * ib) as usize;
-    let idx = |l: usize| xb[2 + 4 * ib + l] as usize | (h >> (3 * l) & 7) << 8;
-    (grid4([idx(0), idx(1), idx(2), idx(3)]), h as u16)
+    let h = u16_at(xb, S_QH + 2 * ib);
+    (grid4(word(xb, 2 + 4 * ib), h as u32, _mm_setr_epi32(0, 3, 6, 9)), h)
 }
 
 /// Group `ib` of an IQ1_M block: its grid points and the shift signs as ±1 bytes.
 #[inline(always)]
 unsafe fn m_group(xb: &[u8; M], ib: usize) -> (__m256i, __m256i) {
-    let h0 = xb[M_QH + 2 * ib] as usize;
-    let h1 = xb[M_QH + 2 * ib + 1] as usize;
-    let g = grid4([
-        xb[4 * ib] as usize | (h0 & 7) << 8,
-        xb[4 * ib + 1] as usize | (h0 >> 4 & 7) << 8,
-        xb[4 * ib + 2] as usize | (h1 & 7) << 8,
-        xb[4 * ib + 3] as usize | (h1 >> 4 & 7) << 8,
-    ]);
+    let h = u16_at(xb, M_QH + 2 * ib);
+    let g = grid4(word(xb, 4 * ib), h as u32, _mm_setr_epi32(0, 4, 8, 12));
     // group l's shift bit is bit 3 (even l) or 7 (odd l) of byte l / 2
     let spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi16((h0 | h1 << 8) as i16),
+        _mm256_set1_epi16(h as i16),
         _mm256_setr_epi8(
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
         ),

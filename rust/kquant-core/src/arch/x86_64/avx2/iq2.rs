@@ -1,8 +1,8 @@
 //! IQ2_XXS, IQ2_XS and IQ2_S: dequantize and dots with Q8_K.
 //!
-//! Each 32 values are four grid points: four 8-byte table loads make 32 unsigned grid
-//! bytes (8, 25 or 43), and the four sign bytes become byte masks that negate them, so
-//! a group is 32 signed bytes within ±43. Dequantization multiplies them by the group
+//! Each 32 values are four grid points: a gather of four 8-byte table entries makes 32
+//! unsigned grid bytes (8, 25 or 43), and the four sign bytes become ±1 bytes that
+//! `sign_epi8` applies, so a group is 32 signed bytes within ±43. Dequantization multiplies them by the group
 //! scale (`(-g) * db == -(g * db)` exactly, so this is the reference's rounding); dots
 //! take exact `maddubs` products with the activations (the sign moved onto them) and
 //! apply the odd group multipliers `2s + 1` in integers, leaving one exact integer per
@@ -21,10 +21,52 @@ const XXS: usize = 66;
 const XS: usize = 74;
 const S: usize = 82;
 
-/// Bit `j` of each byte's sign byte, spread: byte `8l + j` of the result tests bit `j`
-/// of sign byte `l` (the four sign bytes are the bytes of `signs`).
+/// `KSIGNS` as eight ±1 bytes per entry, ready for `sign_epi8`.
+pub(super) static SIGNS_PM1: [u64; 128] = {
+    let mut t = [0u64; 128];
+    let mut i = 0;
+    while i < 128 {
+        let mut j = 0;
+        while j < 8 {
+            let b: u64 = if KSIGNS[i] >> j & 1 != 0 { 0xff } else { 0x01 };
+            t[i] |= b << (8 * j);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The four 8-byte entries of `table` at the i32 lanes of `idx`. Hardware gathers
+/// beat four scalar loads and inserts on the CPUs measured (benches/RESULTS.md).
+///
+/// Safety: every lane of `idx` must be a valid index of `table` (callers mask them).
 #[inline(always)]
-unsafe fn sign_masks(signs: u32) -> __m256i {
+pub(super) unsafe fn gather4_u64<const N: usize>(table: &[u64; N], idx: __m128i) -> __m256i {
+    _mm256_i32gather_epi64::<8>(table.as_ptr().cast(), idx)
+}
+
+/// The eight 4-byte entries of `table` at the i32 lanes of `idx` (same contract).
+#[inline(always)]
+pub(super) unsafe fn gather8_u32<const N: usize>(table: &[u32; N], idx: __m256i) -> __m256i {
+    _mm256_i32gather_epi32::<4>(table.as_ptr().cast(), idx)
+}
+
+/// The four bytes of `w` as i32 lanes.
+#[inline(always)]
+pub(super) unsafe fn bytes4(w: u32) -> __m128i {
+    _mm_cvtepu8_epi32(_mm_cvtsi32_si128(w as i32))
+}
+
+/// ±1 bytes for four 7-bit sign codes at bits `shift[l]` of `w`, through `KSIGNS`.
+#[inline(always)]
+pub(super) unsafe fn ksigns4(w: __m128i, shift: __m128i) -> __m256i {
+    gather4_u64(&SIGNS_PM1, _mm_and_si128(_mm_srlv_epi32(w, shift), _mm_set1_epi32(127)))
+}
+
+/// Byte `8l + j` of the result is -1 where bit `j` of byte `l` of `signs` is set, else 1.
+#[inline(always)]
+pub(super) unsafe fn sign_pm1(signs: u32) -> __m256i {
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(signs as i32),
         _mm256_setr_epi8(
@@ -32,16 +74,8 @@ unsafe fn sign_masks(signs: u32) -> __m256i {
         ),
     );
     let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits)
-}
-
-/// 32 signed grid values: points `idx` of `grid`, negated where the sign bits are set.
-#[inline(always)]
-unsafe fn signed_group(grid: &[u64], idx: [usize; 4], signs: u32) -> __m256i {
-    let g = _mm256_setr_epi64x(grid[idx[0]] as i64, grid[idx[1]] as i64, grid[idx[2]] as i64, grid[idx[3]] as i64);
-    let m = sign_masks(signs);
-    // (g ^ m) - m negates exactly where m is all ones
-    _mm256_sub_epi8(_mm256_xor_si256(g, m), m)
+    let m = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+    _mm256_or_si256(m, _mm256_set1_epi8(1))
 }
 
 #[inline(always)]
@@ -54,19 +88,18 @@ fn word(b: &[u8], at: usize) -> u32 {
 unsafe fn xxs_group(xb: &[u8; XXS], ib: usize) -> (__m256i, u32) {
     let a = word(xb, 2 + 8 * ib);
     let b = word(xb, 6 + 8 * ib);
-    let idx = [(a & 255) as usize, (a >> 8 & 255) as usize, (a >> 16 & 255) as usize, (a >> 24) as usize];
-    let s = |l: u32| KSIGNS[(b >> (7 * l) & 127) as usize] as u32;
-    let signs = s(0) | s(1) << 8 | s(2) << 16 | s(3) << 24;
-    (signed_group(&GRID_XXS, idx, signs), b >> 28)
+    // byte indices < 256, sign codes masked to 7 bits
+    let g = gather4_u64(&GRID_XXS, bytes4(a));
+    let signs = ksigns4(_mm_set1_epi32(b as i32), _mm_setr_epi32(0, 7, 14, 21));
+    (_mm256_sign_epi8(g, signs), b >> 28)
 }
 
 #[inline(always)]
 unsafe fn xs_group(xb: &[u8; XS], ib: usize) -> __m256i {
-    let c = |l: usize| u16::from_le_bytes([xb[2 + 8 * ib + 2 * l], xb[3 + 8 * ib + 2 * l]]) as usize;
-    let c = [c(0), c(1), c(2), c(3)];
-    let s = |l: usize| KSIGNS[c[l] >> 9] as u32;
-    let signs = s(0) | s(1) << 8 | s(2) << 16 | s(3) << 24;
-    signed_group(&GRID_XS, [c[0] & 511, c[1] & 511, c[2] & 511, c[3] & 511], signs)
+    let c = _mm_cvtepu16_epi32(_mm_loadl_epi64(xb.as_ptr().add(2 + 8 * ib).cast()));
+    // 9-bit grid indices; the top 7 bits are the sign codes
+    let g = gather4_u64(&GRID_XS, _mm_and_si128(c, _mm_set1_epi32(511)));
+    _mm256_sign_epi8(g, ksigns4(c, _mm_set1_epi32(9)))
 }
 
 const S_QH: usize = 66;
@@ -76,9 +109,10 @@ const S_SCALES: usize = 74;
 
 #[inline(always)]
 unsafe fn s_group(xb: &[u8; S], ib: usize) -> __m256i {
-    let qh = xb[S_QH + ib] as usize;
-    let idx = |l: usize| xb[2 + 4 * ib + l] as usize | (qh >> (2 * l) & 3) << 8;
-    signed_group(&GRID_S, [idx(0), idx(1), idx(2), idx(3)], word(xb, S_SIGNS + 4 * ib))
+    // index l: byte l | bits 2l, 2l+1 of the qh byte as bits 8, 9 (< 1024)
+    let hi = _mm_sllv_epi32(_mm_set1_epi32(xb[S_QH + ib] as i32), _mm_setr_epi32(8, 6, 4, 2));
+    let idx = _mm_or_si128(bytes4(word(xb, 2 + 4 * ib)), _mm_and_si128(hi, _mm_set1_epi32(0x300)));
+    _mm256_sign_epi8(gather4_u64(&GRID_S, idx), sign_pm1(word(xb, S_SIGNS + 4 * ib)))
 }
 
 /// `d * (0.5 + s) * 0.25`, the reference's group scale.

@@ -4,11 +4,12 @@
 
 use std::arch::x86_64::*;
 
+use super::iq2::{gather8_u32, ksigns4, sign_pm1};
 use super::kquants::dot_by4;
 use super::util::*;
 use crate::arch::iq3_lanes;
 use crate::arch::{block, floats_mut};
-use crate::reference::iq3::{KSIGNS, S_GRID, XXS_GRID};
+use crate::reference::iq3::{S_GRID, XXS_GRID};
 use crate::reference::q8_k::{BLOCK_BYTES as Q8K, QS as Q8QS};
 use crate::reference::{iq3_s, iq3_xxs};
 use crate::types::QK_K;
@@ -45,56 +46,19 @@ const S_QH: usize = 66;
 const S_SIGNS: usize = 74;
 const S_SCALES: usize = 106;
 
-/// `KSIGNS` as eight ±1 bytes per entry, ready for `sign_epi8`.
-static SIGNS_PM1: [u64; 128] = {
-    let mut t = [0u64; 128];
-    let mut i = 0;
-    while i < 128 {
-        let mut j = 0;
-        while j < 8 {
-            let b: u64 = if KSIGNS[i] >> j & 1 != 0 { 0xff } else { 0x01 };
-            t[i] |= b << (8 * j);
-            j += 1;
-        }
-        i += 1;
-    }
-    t
-};
-
 #[inline(always)]
 fn word<const N: usize>(b: &[u8; N], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// Eight grid points by their byte indices `b[at..at + 8]`.
-#[inline(always)]
-unsafe fn grid8_bytes<const N: usize>(grid: &[u32; 256], b: &[u8; N], at: usize) -> __m256i {
-    let g = |k: usize| grid[b[at + k] as usize] as i32;
-    _mm256_setr_epi32(g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7))
 }
 
 /// Group `ib` of an IQ3_XXS block: 32 signed values and the scale code.
 #[inline(always)]
 unsafe fn xxs_group(xb: &[u8; XXS], ib: usize) -> (__m256i, u32) {
     let w = word(xb, XXS_WORDS + 4 * ib);
-    let g = grid8_bytes(&XXS_GRID, xb, 2 + 8 * ib);
-    let s = |l: u32| SIGNS_PM1[(w >> (7 * l) & 127) as usize] as i64;
-    let signs = _mm256_setr_epi64x(s(0), s(1), s(2), s(3));
-    (_mm256_sign_epi8(g, signs), w >> 28)
-}
-
-/// Byte `8l + j` of the result is -1 where bit `j` of byte `l` of `signs` is set, else 1.
-#[inline(always)]
-unsafe fn sign_pm1(signs: u32) -> __m256i {
-    let spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(signs as i32),
-        _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-        ),
-    );
-    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let m = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
-    _mm256_or_si256(m, _mm256_set1_epi8(1))
+    // byte indices < 256, sign codes masked to 7 bits
+    let idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(xb.as_ptr().add(2 + 8 * ib).cast()));
+    let signs = ksigns4(_mm_set1_epi32(w as i32), _mm_setr_epi32(0, 7, 14, 21));
+    (_mm256_sign_epi8(gather8_u32(&XXS_GRID, idx), signs), w >> 28)
 }
 
 /// Group `ib` of an IQ3_S block: 32 signed values.
@@ -106,8 +70,8 @@ unsafe fn s_group(xb: &[u8; S], ib: usize) -> __m256i {
         _mm256_sllv_epi32(_mm256_set1_epi32(xb[S_QH + ib] as i32), _mm256_setr_epi32(8, 7, 6, 5, 4, 3, 2, 1)),
         _mm256_set1_epi32(256),
     );
-    let idx = _mm256_or_si256(lo, hi);
-    let g = _mm256_i32gather_epi32::<4>(S_GRID.as_ptr().cast(), idx);
+    // 9-bit indices into the 512 entries
+    let g = gather8_u32(&S_GRID, _mm256_or_si256(lo, hi));
     _mm256_sign_epi8(g, sign_pm1(word(xb, S_SIGNS + 4 * ib)))
 }
 
