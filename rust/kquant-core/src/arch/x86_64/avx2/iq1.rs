@@ -19,7 +19,7 @@ use super::iq2::{bytes4, gather4_u64};
 use super::kquants::dot_by4;
 use super::util::*;
 use crate::arch::{block, floats_mut};
-use crate::reference::iq1::GRID;
+use crate::reference::iq1::{CODES_2048, GRID};
 use crate::reference::q8_k::{BLOCK_BYTES as Q8K, BSUMS, QS as Q8QS};
 use crate::types::QK_K;
 
@@ -33,6 +33,25 @@ const M_SCALES: usize = 48;
 fn u16_at<const N: usize>(b: &[u8; N], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
+
+/// `8g + 1` for every grid point `g` (indices 0..2048) and `8g - 1` (the same points
+/// at 2048..4096): an index with the shift-down bit as bit 11 gives a group's eight
+/// times shifted values in one load.
+static GRID_SHIFTED: [u64; 4096] = {
+    let mut t = [0u64; 4096];
+    let mut k = 0;
+    while k < 4096 {
+        let mut j = 0;
+        while j < 8 {
+            let level = (CODES_2048[k % 2048] >> (2 * j) & 3) as i8;
+            let v = 8 * (level - 1) + if k < 2048 { 1 } else { -1 };
+            t[k] |= (v as u8 as u64) << (8 * j);
+            j += 1;
+        }
+        k += 1;
+    }
+    t
+};
 
 #[inline(always)]
 fn word<const N: usize>(b: &[u8; N], at: usize) -> u32 {
@@ -54,26 +73,41 @@ unsafe fn s_group(xb: &[u8; S], ib: usize) -> (__m256i, u16) {
     (grid4(word(xb, 2 + 4 * ib), h as u32, _mm_setr_epi32(0, 3, 6, 9)), h)
 }
 
-/// Group `ib` of an IQ1_M block: its grid points and the shift signs as ±1 bytes.
+/// Group `ib` of an IQ1_M block as `8g ± 1` bytes. Each group's nibble of the `qh`
+/// pair holds its 3 high index bits and (bit 3) the shift-down flag, so nibble `l`
+/// shifted to bit 8 indexes `GRID_SHIFTED` directly (12 bits).
 #[inline(always)]
-unsafe fn m_group(xb: &[u8; M], ib: usize) -> (__m256i, __m256i) {
-    let h = u16_at(xb, M_QH + 2 * ib);
-    let g = grid4(word(xb, 4 * ib), h as u32, _mm_setr_epi32(0, 4, 8, 12));
-    // group l's shift bit is bit 3 (even l) or 7 (odd l) of byte l / 2
-    let spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi16(h as i16),
+unsafe fn m_group(xb: &[u8; M], ib: usize) -> __m256i {
+    let h = _mm_srlv_epi32(_mm_set1_epi32(u16_at(xb, M_QH + 2 * ib) as i32), _mm_setr_epi32(0, 4, 8, 12));
+    let hi = _mm_slli_epi32(_mm_and_si128(h, _mm_set1_epi32(15)), 8);
+    gather4_u64(&GRID_SHIFTED, _mm_or_si128(bytes4(word(xb, 4 * ib)), hi))
+}
+
+/// The sixteen odd scales `2 ls + 1` of an IQ1_M block as i16: lane `ib` of the low
+/// half is the scale of values `32 ib..32 ib + 16`, of the high half `32 ib + 16..`.
+/// Field `f` of group `ib` sits at bit `6 (ib % 2) + 3 f` of scale word `ib / 2`; a
+/// multiply moves it to the top three bits.
+#[inline(always)]
+unsafe fn m_scale_reg(xb: &[u8; M]) -> __m256i {
+    let sc = _mm256_set1_epi64x(i64::from_le_bytes(xb[M_SCALES..M_SCALES + 8].try_into().unwrap()));
+    let words = _mm256_shuffle_epi8(
+        sc,
         _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+            0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7,
         ),
     );
-    let bit = _mm256_setr_epi64x(
-        0x0808_0808_0808_0808,
-        0x8080_8080_8080_8080u64 as i64,
-        0x0808_0808_0808_0808,
-        0x8080_8080_8080_8080u64 as i64,
+    let up = _mm256_setr_epi16(
+        1 << 13, 1 << 7, 1 << 13, 1 << 7, 1 << 13, 1 << 7, 1 << 13, 1 << 7,
+        1 << 10, 1 << 4, 1 << 10, 1 << 4, 1 << 10, 1 << 4, 1 << 10, 1 << 4,
     );
-    let down = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-    (g, _mm256_or_si256(down, _mm256_set1_epi8(1)))
+    let f = _mm256_srli_epi16(_mm256_mullo_epi16(words, up), 13);
+    _mm256_or_si256(_mm256_slli_epi16(f, 1), _mm256_set1_epi16(1))
+}
+
+/// Lane `ib` of each half of `r` in all lanes of that half.
+#[inline(always)]
+unsafe fn pick_lane(r: __m256i, ib: usize) -> __m256i {
+    _mm256_shuffle_epi8(r, _mm256_set1_epi16((2 * ib as i16) | (2 * ib as i16 + 1) << 8))
 }
 
 /// `8g + shift` for grid bytes `g` and shifts of ±1.
@@ -129,8 +163,7 @@ pub unsafe fn dequantize_iq1_m(q: &[u8], y: &mut [f32]) {
         let yb = floats_mut::<QK_K>(yb);
         let d = f16_to_f32(m_d_bits(xb));
         for ib in 0..8 {
-            let (g, shift) = m_group(xb, ib);
-            let v = eight_g_plus(g, shift);
+            let v = m_group(xb, ib);
             let (l0, l1) = m_scales(xb, ib);
             let d0 = _mm256_set1_ps(d * l0 as f32 * 0.125);
             let d1 = _mm256_set1_ps(d * l1 as f32 * 0.125);
@@ -175,14 +208,12 @@ pub unsafe fn vec_dot_iq1_s(q: &[u8], yq: &[u8]) -> f32 {
 /// IQ1_M block sums: `8 sumi1 + sumi2` of the reference in 8 i32 lanes.
 #[inline(always)]
 unsafe fn m_block_sums(xb: &[u8; M], yb: &[u8; Q8K]) -> __m256i {
+    let scales = m_scale_reg(xb);
     let mut s0 = _mm256_setzero_si256();
     let mut s1 = _mm256_setzero_si256();
     for ib in 0..8 {
-        let (g, shift) = m_group(xb, ib);
-        let p = maddubs_signed(load256(yb, Q8QS + 32 * ib), eight_g_plus(g, shift));
-        let (l0, l1) = m_scales(xb, ib);
-        let m = _mm256_set_m128i(_mm_set1_epi16(l1 as i16), _mm_set1_epi16(l0 as i16));
-        let p = _mm256_madd_epi16(p, m);
+        let p = maddubs_signed(load256(yb, Q8QS + 32 * ib), m_group(xb, ib));
+        let p = _mm256_madd_epi16(p, pick_lane(scales, ib));
         if ib % 2 == 0 {
             s0 = _mm256_add_epi32(s0, p);
         } else {
