@@ -97,8 +97,22 @@ unsafe fn m_scale_reg(xb: &[u8; M]) -> __m256i {
         ),
     );
     let up = _mm256_setr_epi16(
-        1 << 13, 1 << 7, 1 << 13, 1 << 7, 1 << 13, 1 << 7, 1 << 13, 1 << 7,
-        1 << 10, 1 << 4, 1 << 10, 1 << 4, 1 << 10, 1 << 4, 1 << 10, 1 << 4,
+        1 << 13,
+        1 << 7,
+        1 << 13,
+        1 << 7,
+        1 << 13,
+        1 << 7,
+        1 << 13,
+        1 << 7,
+        1 << 10,
+        1 << 4,
+        1 << 10,
+        1 << 4,
+        1 << 10,
+        1 << 4,
+        1 << 10,
+        1 << 4,
     );
     let f = _mm256_srli_epi16(_mm256_mullo_epi16(words, up), 13);
     _mm256_or_si256(_mm256_slli_epi16(f, 1), _mm256_set1_epi16(1))
@@ -173,26 +187,55 @@ pub unsafe fn dequantize_iq1_m(q: &[u8], y: &mut [f32]) {
     }
 }
 
+/// The eight u16 `qh` words in i32 lanes, 16 bits up, so that one right shift per
+/// index brings its high bits to bit 8.
+#[inline(always)]
+unsafe fn high_bits(qh: __m128i) -> __m256i {
+    _mm256_slli_epi32(_mm256_cvtepu16_epi32(qh), 16)
+}
+
+/// The grid points of groups `ib` and `ib + 1` (four each): index bytes at
+/// `xb[at..at + 8]`, high bits from `qh` word `ib` (lanes 0..4) and `ib + 1`
+/// (lanes 4..8) of `hs`, each shifted right by its lane of `shift` and masked to
+/// `mask` (which keeps them inside `table`).
+#[inline(always)]
+unsafe fn grid_pair<const T: usize, const N: usize>(
+    table: &[u64; T],
+    xb: &[u8; N],
+    at: usize,
+    hs: __m256i,
+    ib: usize,
+    shift: __m256i,
+    mask: i32,
+) -> (__m256i, __m256i) {
+    debug_assert!(at + 8 <= N && (mask as usize | 255) < T);
+    let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(xb.as_ptr().add(at).cast()));
+    let (a, b) = (ib as i32, ib as i32 + 1);
+    let h = _mm256_permutevar8x32_epi32(hs, _mm256_setr_epi32(a, a, a, a, b, b, b, b));
+    let idx = _mm256_or_si256(lo, _mm256_and_si256(_mm256_srlv_epi32(h, shift), _mm256_set1_epi32(mask)));
+    (gather4_u64(table, _mm256_castsi256_si128(idx)), gather4_u64(table, _mm256_extracti128_si256(idx, 1)))
+}
+
 /// IQ1_S block sums: `8 sumi + sumi1` of the reference in 8 i32 lanes.
 #[inline(always)]
 unsafe fn s_block_sums(xb: &[u8; S], yb: &[u8; Q8K]) -> (__m256i, __m256i) {
-    let mut s0 = _mm256_setzero_si256();
-    let mut s1 = _mm256_setzero_si256();
-    for ib in 0..8 {
-        let (g, h) = s_group(xb, ib);
-        let p = maddubs_signed(load256(yb, Q8QS + 32 * ib), g);
-        let p = _mm256_madd_epi16(p, _mm256_set1_epi16(8 * s_scale(h) as i16));
-        if ib % 2 == 0 {
-            s0 = _mm256_add_epi32(s0, p);
-        } else {
-            s1 = _mm256_add_epi32(s1, p);
-        }
-    }
-    // The shift part: each sub-block's two Q8_K block sums times ±(2 ls + 1); the
-    // sign of the qh word is the shift's sign (`| 1` keeps a zero word positive).
     let qh = _mm_loadu_si128(xb.as_ptr().add(S_QH).cast());
     let ls =
         _mm_add_epi16(_mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(qh, 12), _mm_set1_epi16(7)), 1), _mm_set1_epi16(1));
+    let ls8 = _mm256_broadcastsi128_si256(_mm_slli_epi16(ls, 3));
+    let hs = high_bits(qh);
+    let mut s0 = _mm256_setzero_si256();
+    let mut s1 = _mm256_setzero_si256();
+    for ib in (0..8).step_by(2) {
+        let shift = _mm256_setr_epi32(8, 11, 14, 17, 8, 11, 14, 17);
+        let (g0, g1) = grid_pair(&GRID, xb, 2 + 4 * ib, hs, ib, shift, 0x700);
+        let p0 = maddubs_signed(load256(yb, Q8QS + 32 * ib), g0);
+        let p1 = maddubs_signed(load256(yb, Q8QS + 32 * ib + 32), g1);
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, pick_lane(ls8, ib)));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, pick_lane(ls8, ib + 1)));
+    }
+    // The shift part: each sub-block's two Q8_K block sums times ±(2 ls + 1); the
+    // sign of the qh word is the shift's sign (`| 1` keeps a zero word positive).
     let f = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
     let f = _mm256_set_m128i(_mm_unpackhi_epi16(f, f), _mm_unpacklo_epi16(f, f));
     let shift = _mm256_madd_epi16(load256(yb, BSUMS), f);
@@ -209,16 +252,17 @@ pub unsafe fn vec_dot_iq1_s(q: &[u8], yq: &[u8]) -> f32 {
 #[inline(always)]
 unsafe fn m_block_sums(xb: &[u8; M], yb: &[u8; Q8K]) -> __m256i {
     let scales = m_scale_reg(xb);
+    // each group's nibble: 3 high index bits and the shift-down flag as bit 11
+    let hs = high_bits(_mm_loadu_si128(xb.as_ptr().add(M_QH).cast()));
     let mut s0 = _mm256_setzero_si256();
     let mut s1 = _mm256_setzero_si256();
-    for ib in 0..8 {
-        let p = maddubs_signed(load256(yb, Q8QS + 32 * ib), m_group(xb, ib));
-        let p = _mm256_madd_epi16(p, pick_lane(scales, ib));
-        if ib % 2 == 0 {
-            s0 = _mm256_add_epi32(s0, p);
-        } else {
-            s1 = _mm256_add_epi32(s1, p);
-        }
+    for ib in (0..8).step_by(2) {
+        let shift = _mm256_setr_epi32(8, 12, 16, 20, 8, 12, 16, 20);
+        let (g0, g1) = grid_pair(&GRID_SHIFTED, xb, 4 * ib, hs, ib, shift, 0xf00);
+        let p0 = maddubs_signed(load256(yb, Q8QS + 32 * ib), g0);
+        let p1 = maddubs_signed(load256(yb, Q8QS + 32 * ib + 32), g1);
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, pick_lane(scales, ib)));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, pick_lane(scales, ib + 1)));
     }
     _mm256_add_epi32(s0, s1)
 }
