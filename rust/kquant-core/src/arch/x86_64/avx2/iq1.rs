@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::iq2::{bytes4, gather4_u64};
+use super::iq2::{bytes4, gather4_u64, grid_pair, high_bits, pick_lane};
 use super::kquants::dot_by4;
 use super::util::*;
 use crate::arch::{block, floats_mut};
@@ -118,12 +118,6 @@ unsafe fn m_scale_reg(xb: &[u8; M]) -> __m256i {
     _mm256_or_si256(_mm256_slli_epi16(f, 1), _mm256_set1_epi16(1))
 }
 
-/// Lane `ib` of each half of `r` in all lanes of that half.
-#[inline(always)]
-unsafe fn pick_lane(r: __m256i, ib: usize) -> __m256i {
-    _mm256_shuffle_epi8(r, _mm256_set1_epi16((2 * ib as i16) | (2 * ib as i16 + 1) << 8))
-}
-
 /// `8g + shift` for grid bytes `g` and shifts of ±1.
 #[inline(always)]
 unsafe fn eight_g_plus(g: __m256i, shift: __m256i) -> __m256i {
@@ -185,35 +179,6 @@ pub unsafe fn dequantize_iq1_m(q: &[u8], y: &mut [f32]) {
             scale_i8x16(_mm256_extracti128_si256(v, 1), d1, yb, 32 * ib + 16);
         }
     }
-}
-
-/// The eight u16 `qh` words in i32 lanes, 16 bits up, so that one right shift per
-/// index brings its high bits to bit 8.
-#[inline(always)]
-unsafe fn high_bits(qh: __m128i) -> __m256i {
-    _mm256_slli_epi32(_mm256_cvtepu16_epi32(qh), 16)
-}
-
-/// The grid points of groups `ib` and `ib + 1` (four each): index bytes at
-/// `xb[at..at + 8]`, high bits from `qh` word `ib` (lanes 0..4) and `ib + 1`
-/// (lanes 4..8) of `hs`, each shifted right by its lane of `shift` and masked to
-/// `mask` (which keeps them inside `table`).
-#[inline(always)]
-unsafe fn grid_pair<const T: usize, const N: usize>(
-    table: &[u64; T],
-    xb: &[u8; N],
-    at: usize,
-    hs: __m256i,
-    ib: usize,
-    shift: __m256i,
-    mask: i32,
-) -> (__m256i, __m256i) {
-    debug_assert!(at + 8 <= N && (mask as usize | 255) < T);
-    let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(xb.as_ptr().add(at).cast()));
-    let (a, b) = (ib as i32, ib as i32 + 1);
-    let h = _mm256_permutevar8x32_epi32(hs, _mm256_setr_epi32(a, a, a, a, b, b, b, b));
-    let idx = _mm256_or_si256(lo, _mm256_and_si256(_mm256_srlv_epi32(h, shift), _mm256_set1_epi32(mask)));
-    (gather4_u64(table, _mm256_castsi256_si128(idx)), gather4_u64(table, _mm256_extracti128_si256(idx, 1)))
 }
 
 /// IQ1_S block sums: `8 sumi + sumi1` of the reference in 8 i32 lanes.
