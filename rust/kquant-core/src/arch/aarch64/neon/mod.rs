@@ -101,6 +101,9 @@ safe!(quantize_imat quantize_q4_0 = quant::quantize_q4_0);
 safe!(quantize_imat quantize_q4_1 = quant::quantize_q4_1);
 safe!(quantize_imat quantize_q5_0 = quant::quantize_q5_0);
 safe!(quantize_imat quantize_q5_1 = quant::quantize_q5_1);
+safe!(quantize_imat quantize_iq2_xxs = quant::quantize_iq2_xxs);
+safe!(quantize_imat quantize_iq2_xs = quant::quantize_iq2_xs);
+safe!(quantize_imat quantize_iq2_s = quant::quantize_iq2_s);
 
 safe!(dequantize dequantize_q4_0 = legacy::dequantize_q4_0);
 safe!(dequantize dequantize_q4_1 = legacy::dequantize_q4_1);
@@ -199,9 +202,9 @@ pub(crate) fn overrides(_: Neon, dotprod: bool, t: QuantType) -> Overrides {
         Q6K => (Some(quantize_q6_k), Some(dequantize_q6_k), pick(dot_q6_k, sdot_q6_k)),
         IQ4NL => (Some(quantize_iq4_nl), Some(dequantize_iq4_nl), pick(dot_iq4_nl, sdot_iq4_nl)),
         IQ4XS => (Some(quantize_iq4_xs), Some(dequantize_iq4_xs), pick(dot_iq4_xs, sdot_iq4_xs)),
-        IQ2XXS => (None, Some(dequantize_iq2_xxs), pick(dot_iq2_xxs, sdot_iq2_xxs)),
-        IQ2XS => (None, Some(dequantize_iq2_xs), pick(dot_iq2_xs, sdot_iq2_xs)),
-        IQ2S => (None, Some(dequantize_iq2_s), pick(dot_iq2_s, sdot_iq2_s)),
+        IQ2XXS => (Some(quantize_iq2_xxs), Some(dequantize_iq2_xxs), pick(dot_iq2_xxs, sdot_iq2_xxs)),
+        IQ2XS => (Some(quantize_iq2_xs), Some(dequantize_iq2_xs), pick(dot_iq2_xs, sdot_iq2_xs)),
+        IQ2S => (Some(quantize_iq2_s), Some(dequantize_iq2_s), pick(dot_iq2_s, sdot_iq2_s)),
         IQ3XXS => {
             (Some(iq3::quantize_iq3_xxs as QuantizeFn), Some(dequantize_iq3_xxs), pick(dot_iq3_xxs, sdot_iq3_xxs))
         }
