@@ -156,14 +156,14 @@ pub unsafe fn vec_dot_iq1_m<const DOT: bool>(q: &[u8], yq: &[u8]) -> f32 {
         let mut acc2 = vdupq_n_s32(0);
         for ib in 0..8 {
             let ls = m_sub_scales(&sc, ib);
-            for h in 0..2 {
+            for (h, &lh) in ls.iter().enumerate() {
                 let (g0, s0) = m_point(xb, ib, 2 * h);
                 let (g1, s1) = m_point(xb, ib, 2 * h + 1);
                 let y8 = ld_s8(yb, QS + 32 * ib + 16 * h);
                 let g = vreinterpretq_s8_u8(pair(g0, g1));
                 let shift = vreinterpretq_s8_u8(pair(unit_shift(s0), unit_shift(s1)));
-                acc1 = vmlaq_n_s32(acc1, dot16::<DOT>(vdupq_n_s32(0), g, y8), ls[h]);
-                acc2 = vmlaq_n_s32(acc2, dot16::<DOT>(vdupq_n_s32(0), shift, y8), ls[h]);
+                acc1 = vmlaq_n_s32(acc1, dot16::<DOT>(vdupq_n_s32(0), g, y8), lh);
+                acc2 = vmlaq_n_s32(acc2, dot16::<DOT>(vdupq_n_s32(0), shift, y8), lh);
             }
         }
         let (sumi1, sumi2) = (vaddvq_s32(acc1), vaddvq_s32(acc2));

@@ -6,15 +6,15 @@ use crate::arch::iq3_lanes;
 use crate::reference::{iq3_s, iq3_xxs};
 
 pub fn quantize_iq3_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
-    iq3_xxs::quantize_with(x, q, imat, |v, lat, xb, w| iq3_lanes::quantize_sub_block(v, lat, xb, w));
+    iq3_xxs::quantize_with(x, q, imat, iq3_lanes::quantize_sub_block);
 }
 
 pub fn quantize_iq3_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
-    iq3_s::quantize_with(x, q, imat, |v, lat, xb, w| iq3_lanes::quantize_sub_block(v, lat, xb, w));
+    iq3_s::quantize_with(x, q, imat, iq3_lanes::quantize_sub_block);
 }
 
 pub fn quantize_iq1_m(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
-    crate::reference::iq1_m::quantize_with(x, q, imat, |xb, w| crate::arch::iq1_fast::iq1_m_sub_block(xb, w));
+    crate::reference::iq1_m::quantize_with(x, q, imat, crate::arch::iq1_fast::iq1_m_sub_block);
 }
 
 // ---------------------------------------------------------------- dequantize and dots
