@@ -7,10 +7,10 @@
 
 mod bits;
 mod float;
+mod fp4;
 mod iq1;
 mod iq2;
 mod iq3;
-mod fp4;
 mod kquants;
 mod legacy;
 mod q8;

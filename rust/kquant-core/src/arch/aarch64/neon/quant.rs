@@ -50,6 +50,7 @@ mod iq2_entries {
     use super::iq2;
     use crate::arch::iq2_soa::{soa_s, soa_xs, soa_xxs, Soa};
     use crate::reference::iq2::Best16;
+    use crate::reference::lattice::Lattice;
     use crate::reference::{iq2_s, iq2_xs, iq2_xxs};
 
     #[target_feature(enable = "neon")]
@@ -64,28 +65,51 @@ mod iq2_entries {
     unsafe fn qp32(x: &[f32; 32], l: &mut [u8; 32], w: &[f32; 32]) -> f32 {
         iq2::make_qp_quants32(x, l, w)
     }
+    #[target_feature(enable = "neon")]
+    unsafe fn round8(lat: &Lattice, soa: &Soa, xv: &[f32], wa: &[f32], id: f32, s: f32, l: &mut [u8]) -> bool {
+        iq2::round_point(lat, soa, xv, wa, id, s, l)
+    }
     /// # Safety
     /// The CPU must have NEON.
     pub(in super::super) unsafe fn quantize_iq2_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_xxs();
-        // SAFETY: the caller guarantees NEON, which `cand32` and `qp32` are compiled for.
-        iq2_xxs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand32(soa, a, b, c, d) }, &|a, l, w| unsafe {
-            qp32(a, l, w)
-        })
+        // SAFETY: the caller guarantees NEON, which `cand32`, `qp32` and `round8` are
+        // compiled for.
+        let lat = crate::reference::iq2::lattice_xxs();
+        iq2_xxs::quantize_with(
+            x,
+            q,
+            imat,
+            &|a, b, c, d| unsafe { cand32(soa, a, b, c, d) },
+            &|a, l, w| unsafe { qp32(a, l, w) },
+            &|xv, wa, id, s, l| unsafe { round8(lat, soa, xv, wa, id, s, l) },
+        )
     }
     /// # Safety
     /// As `quantize_iq2_xxs`.
     pub(in super::super) unsafe fn quantize_iq2_xs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_xs();
-        // SAFETY: the caller guarantees NEON, which `cand16` is compiled for.
-        iq2_xs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+        let lat = crate::reference::iq2::lattice_xs();
+        // SAFETY: the caller guarantees NEON, which `cand16` and `round8` are compiled
+        // for.
+        iq2_xs::quantize_with(
+            x,
+            q,
+            imat,
+            &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) },
+            &|xv, wa, id, s, l| unsafe { round8(lat, soa, xv, wa, id, s, l) },
+        )
     }
     /// # Safety
     /// As `quantize_iq2_xxs`.
     pub(in super::super) unsafe fn quantize_iq2_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_s();
-        // SAFETY: the caller guarantees NEON, which `cand16` is compiled for.
-        iq2_s::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+        let lat = crate::reference::iq2::lattice_s();
+        // SAFETY: the caller guarantees NEON, which `cand16` and `round8` are compiled
+        // for.
+        iq2_s::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) }, &|xv, wa, id, s, l| unsafe {
+            round8(lat, soa, xv, wa, id, s, l)
+        })
     }
 }
 pub(super) use iq2_entries::{quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs};
