@@ -110,7 +110,7 @@ unsafe impl<T> Sync for SharedMut<T> {}
 impl<T> SharedMut<T> {
     /// # Safety
     /// `start..start+len` must lie inside the buffer and not overlap any other live slice.
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
 }
