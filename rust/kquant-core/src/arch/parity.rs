@@ -59,6 +59,8 @@ fn inputs(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f32>)> {
     v.push(("huge_1e30", (0..n).map(|i| if i % 2 == 0 { 1e30 } else { -1e30 * rng.unit() }).collect()));
     v.push(("huge_3e38", (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * 3.0e38).collect()));
     v.push(("tiny_1e-30", (0..n).map(|_| rng.normal() * 1e-30).collect()));
+    // Products of values and weights underflow here while the values themselves do not.
+    v.push(("tiny_2^-40", (0..n).map(|_| rng.normal() * 9.094947e-13).collect()));
     // Scales here underflow to subnormals or their inverses overflow to inf.
     v.push(("subnormal_1e-38", (0..n).map(|_| rng.normal() * 1e-38).collect()));
     v.push(("subnormal_1e-44", (0..n).map(|i| if i % 3 == 0 { 1e-44 } else { -3e-45 }).collect()));
@@ -323,12 +325,15 @@ fn check_format(report: &mut Report, variant: Variant, t: QuantType, rng: &mut R
     for n in row_lengths(t) {
         let rows = inputs(n, rng);
         let imat: Vec<f32> = (0..n).map(|_| rng.unit() * 2.0).collect();
+        // Mostly 1e-3 with a few large entries: importance spread over five decades.
+        let sparse: Vec<f32> = (0..n).map(|_| if rng.below(5) == 0 { rng.unit() * 100.0 } else { 1e-3 }).collect();
         for (what, x) in &rows {
             let mut q = vec![0u8; t.row_size(n).unwrap()];
             (refk.quantize)(x, &mut q, None);
             if aq {
                 ctx.quantize(&simd, refk, what, x, None);
                 ctx.quantize(&simd, refk, what, x, Some(&imat));
+                ctx.quantize(&simd, refk, what, x, Some(&sparse));
             }
             if adq {
                 ctx.dequantize(&simd, refk, what, &q);
