@@ -25,6 +25,17 @@ the tensor's name, so a run is reproducible and independent of tensor order. The
 are then estimates; sizes are always exact. ``exact=True`` measures every row. The input of a
 quantized GGUF tensor is its dequantized value, so errors are relative to that, not to the
 original float weights.
+
+Types and file types. By default every weight type kquant implements is measured (1 to 32 bits
+per weight: the lattice IQ1/IQ2/IQ3 types, TQ1_0/TQ2_0, Q1_0/Q2_0, MXFP4, NVFP4, the k-quants,
+the legacy types, IQ4 and the float types). ggml will not quantize IQ1_S, IQ2_XXS and IQ2_XS
+without an importance matrix (:attr:`QuantType.requires_imatrix`): without one they are listed as
+skipped, with the reason, instead of failing the run. ``file_types`` adds llama.cpp file types
+(Q4_K_M, IQ2_M, ...): each gets the size and error its recipe gives on this model (the per-tensor
+types, fallbacks and importance-matrix rules of :func:`kquant.recipes.plan_quantization`), summed
+from the per-tensor measurements of the types it uses, with no quantization pass of its own. A
+file type that needs an importance matrix this run does not have is skipped with llama-quantize's
+reason.
 """
 
 from __future__ import annotations
@@ -42,10 +53,12 @@ import numpy as np
 
 from ._api import dequantize, get_num_threads, quantize
 from ._types import QTypeLike, QuantType, row_size
-from .recipes import _FALLBACK, FileType, ModelFacts, TensorSpec, plan_quantization
+from .recipes import _FALLBACK, FileType, ModelFacts, QuantizeError, TensorSpec, plan_quantization
 from .tensors import TensorInfo, TensorSource, open_source
 
 __all__ = [
+    "ALL_FILE_TYPES",
+    "ALL_TYPES",
     "DEFAULT_TYPES",
     "DEFAULT_SAMPLE_ROWS",
     "Measurement",
@@ -62,7 +75,21 @@ __all__ = [
 
 Q = QuantType
 
-DEFAULT_TYPES: Tuple[QuantType, ...] = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q8_0, Q.Q4_0, Q.IQ4_NL, Q.IQ4_XS)
+#: Every weight type kquant can quantize to and write into a GGUF file, by bits per weight
+#: (the activation formats Q8_1 and Q8_K are not weight types).
+ALL_TYPES: Tuple[QuantType, ...] = tuple(
+    sorted(
+        (t for t in QuantType if t.is_implemented and t not in (Q.Q8_1, Q.Q8_K)),
+        key=lambda t: (t.bits_per_weight, t.value),
+    )
+)
+
+#: What ``kquant tradeoffs`` and :func:`recommend` measure, and the budget solver may choose from,
+#: unless told otherwise: every format.
+DEFAULT_TYPES: Tuple[QuantType, ...] = ALL_TYPES
+
+#: Every llama.cpp file type kquant can write (COPY keeps the input's types, so it has no row).
+ALL_FILE_TYPES: Tuple[FileType, ...] = tuple(f for f in FileType if f != FileType.COPY)
 
 #: Rows measured per tensor unless ``exact``: enough for a relative MSE good to a few percent
 #: (rows of one tensor err alike), few enough to sample a 7B model in minutes on a laptop.
@@ -105,6 +132,25 @@ def parse_types(items: Optional[Iterable[Union[str, QTypeLike]]]) -> List[QuantT
                 out.append(t)
     if not out:
         raise ValueError("no types given")
+    return out
+
+
+def parse_file_types(items: Optional[Iterable[Union[str, FileType, int]]]) -> List[FileType]:
+    """File types from names, ids or FileTypes (strings may hold several separated by commas);
+    None for every file type (:data:`ALL_FILE_TYPES`), "none" for no file type at all."""
+    if items is None:
+        return list(ALL_FILE_TYPES)
+    out: List[FileType] = []
+    for it in items:
+        parts = [p for p in it.replace(",", " ").split()] if isinstance(it, str) else [it]
+        for p in parts:
+            if isinstance(p, str) and p.strip().lower() == "none":
+                continue
+            f = FileType.parse(p)
+            if f == FileType.COPY:
+                raise ValueError("COPY keeps the input's types; it has no size or error of its own to report")
+            if f not in out:
+                out.append(f)
     return out
 
 
@@ -209,6 +255,11 @@ class Measurement:
     seconds: float
     threads: int
     measured_types: List[QuantType]
+    #: type name -> why it was not measured (an importance matrix it needs and this run lacks)
+    skipped: Dict[str, str] = field(default_factory=dict)
+    #: the file types asked for, and per file type its plan: tensor -> type, or why it is skipped
+    file_types: List[FileType] = field(default_factory=list)
+    recipe_plans: Dict[FileType, Union["RecipePlan", str]] = field(default_factory=dict)
 
     @property
     def total_params(self) -> int:
@@ -278,11 +329,54 @@ class Measurement:
         }
 
     def table(self, types: Optional[Sequence[QTypeLike]] = None) -> List[Dict[str, Any]]:
+        """One row per measured type (the skipped ones are in :attr:`skipped`)."""
         ts = parse_types(types) if types is not None else self.measured_types
-        return [self.type_row(t) for t in ts]
+        return [self.type_row(t) for t in ts if t.name not in self.skipped]
+
+    def file_type_row(self, ftype: Union[str, FileType]) -> Dict[str, Any]:
+        """Size and error of the llama.cpp file type ``ftype`` on this model: its recipe's
+        per-tensor types (mix rules, row-length fallbacks, importance-matrix rules) summed from
+        the per-tensor measurements. ValueError with the reason when it was skipped or not planned.
+        """
+        ft = FileType.parse(ftype)
+        plan = self.recipe_plans.get(ft)
+        if plan is None:
+            raise ValueError(f"file type {ft.name} was not planned in this measurement (measure(file_types=...))")
+        if isinstance(plan, str):
+            raise ValueError(f"{ft.name}: {plan}")
+        s = self.summarize(plan.types)
+        counts: Dict[str, int] = {}
+        for t in self.tensors:
+            q = t.effective(plan.types[t.name])
+            counts[q.name] = counts.get(q.name, 0) + 1
+        qbytes = s["bytes"] - self.fixed_bytes
+        return {
+            "file_type": ft.name,
+            "bits_per_weight": s["bits_per_weight"],
+            "bytes": s["bytes"],
+            "rel_rmse": s["rel_rmse"],
+            "snr_db": s["snr_db"],
+            "max_abs_err": s["max_abs_err"],
+            "error": s["error"],
+            "quantized_bits_per_weight": qbytes * 8 / self.quantizable_params if self.quantizable_params else 0.0,
+            "tensor_types": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "fallbacks": plan.fallbacks,
+            "imatrix": plan.imatrix,
+        }
+
+    def file_type_table(self) -> List[Dict[str, Any]]:
+        """One row per planned file type that could be made on this model, smallest first."""
+        rows = [self.file_type_row(ft) for ft in self.file_types if not isinstance(self.recipe_plans.get(ft), str)]
+        return sorted(rows, key=lambda r: (r["bytes"], r["error"]))
+
+    @property
+    def skipped_file_types(self) -> Dict[str, str]:
+        """File type name -> why it has no row (e.g. it needs an importance matrix)."""
+        return {ft.name: p for ft in self.file_types for p in [self.recipe_plans.get(ft)] if isinstance(p, str)}
 
     def to_json(self, types: Optional[Sequence[QTypeLike]] = None) -> Dict[str, Any]:
         ts = parse_types(types) if types is not None else self.measured_types
+        ts = [t for t in ts if t.name not in self.skipped]
         return {
             "model": self.description,
             "params": self.total_params,
@@ -295,6 +389,9 @@ class Measurement:
             "threads": self.threads,
             "seconds": self.seconds,
             "types": self.table(ts),
+            "skipped_types": [{"type": k, "reason": v} for k, v in self.skipped.items()],
+            "file_types": self.file_type_table(),
+            "skipped_file_types": [{"file_type": k, "reason": v} for k, v in self.skipped_file_types.items()],
             "tensors": [
                 {
                     "name": m.name,
@@ -309,6 +406,73 @@ class Measurement:
                 {"name": i.name, "shape": list(i.shape), "type": i.type.name, "bytes": b} for i, b in self.fixed
             ],
         }
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    """A file type's choice for the quantizable tensors: name -> type (after fallbacks)."""
+
+    types: Dict[str, QuantType]
+    fallbacks: int  # tensors whose type the row-length fallback changed
+    imatrix: bool  # the recipe was planned with an importance matrix
+
+
+def plan_file_types(
+    infos: Sequence[TensorInfo],
+    facts: ModelFacts,
+    quant_names: Iterable[str],
+    file_types: Sequence[FileType],
+    imatrix_names: Iterable[str] = (),
+) -> Dict[FileType, Union[RecipePlan, str]]:
+    """Each file type's per-tensor types on a model, or why llama-quantize would refuse it.
+
+    ``infos``: every tensor of the model; ``quant_names``: the quantizable ones (the only ones
+    whose types are returned); ``imatrix_names``: the tensors with an importance entry (none: no
+    importance matrix). Tensors are planned as float inputs, since a quantized input is
+    dequantized before it is measured.
+    """
+    specs = [TensorSpec.from_numpy(i.name, i.shape) for i in infos]
+    names = list(quant_names)
+    entries = set(imatrix_names)
+    out: Dict[FileType, Union[RecipePlan, str]] = {}
+    for ft in file_types:
+        try:
+            plan = plan_quantization(specs, facts, ft, imatrix=entries or False, allow_requantize=True, dry_run=True)
+        except (QuantizeError, ValueError) as e:
+            out[ft] = str(e)
+            continue
+        if plan.imatrix_error is not None:
+            lacking = plan.lacking_imatrix
+            types = ", ".join(sorted({plan[n].target_type.name for n in lacking}))
+            shown = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+            if not entries:
+                out[ft] = (f"needs an importance matrix: it puts {len(lacking)} tensors in {types}, which "
+                           f"llama.cpp will not make without one; pass --imatrix FILE (imatrix= in Python)")
+            else:
+                out[ft] = (f"the importance matrix has no entry for {len(lacking)} tensors it puts in {types} "
+                           f"({shown})")
+            continue
+        if plan.errors:
+            out[ft] = plan.errors[0]
+            continue
+        bad = sorted({plan[n].target_type.name for n in names if not plan[n].target_type.is_implemented})
+        if bad:
+            out[ft] = f"kquant cannot make {', '.join(bad)}"
+            continue
+        out[ft] = RecipePlan(
+            types={n: plan[n].target_type for n in names},
+            fallbacks=sum(1 for n in names if plan[n].fallback),
+            imatrix=plan.has_imatrix,
+        )
+    return out
+
+
+def _imatrix_skip_reason(t: QuantType, lacking: Sequence[str], have_imatrix: bool) -> str:
+    if not have_imatrix:
+        return (f"ggml will not quantize {t.name} without an importance matrix; "
+                f"pass --imatrix FILE (imatrix= in Python) to measure it")
+    shown = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+    return f"ggml will not quantize {t.name} without an importance matrix, which has no entry for {shown}"
 
 
 def split_tensors(
@@ -426,6 +590,7 @@ def measure(
     nonquantized_type: Optional[QTypeLike] = None,
     progress: Optional[Callable[[int, int, str], None]] = None,
     executor: Any = None,
+    file_types: Optional[Sequence[Union[str, FileType, int]]] = (),
 ) -> Measurement:
     """Quantize every quantizable tensor of ``model`` with each type and measure the error.
 
@@ -437,6 +602,12 @@ def measure(
     ``executor``: a ``concurrent.futures.Executor``, a Dask ``Client``, ``"local:N"`` or a Dask
     scheduler address; each tensor is measured there (:mod:`kquant.executors`), with the same
     results as here.
+
+    Types ggml will not quantize without an importance matrix (IQ1_S, IQ2_XXS, IQ2_XS) are
+    skipped, with the reason in :attr:`Measurement.skipped`, when ``imatrix`` is None or lacks
+    an entry for a tensor that would get them. ``file_types``: llama.cpp file types to report
+    (None: all of :data:`ALL_FILE_TYPES`; the default, none); the types their recipes use are
+    measured too, per tensor.
     """
     t_start = time.perf_counter()
     src = open_source(model)
@@ -448,14 +619,30 @@ def measure(
     imat = load_imatrix_arg(imatrix)
     quant, fixed = split_tensors(src, nonquantized_type)
     extra = {k: [QuantType.parse(t) for t in v] for k, v in (extra_types or {}).items()}
+    weights = {info.name: _importance(imat, info) for info in quant}
+    fts = parse_file_types(file_types) if file_types is None or len(file_types) else []
+    plans: Dict[FileType, Union[RecipePlan, str]] = {}
+    if fts:
+        plans = plan_file_types(src.tensors, src.model_facts(), weights,
+                                fts, [n for n, w in weights.items() if w is not None])
+        for p in plans.values():
+            if isinstance(p, RecipePlan):
+                for name, t in p.types.items():
+                    extra.setdefault(name, []).append(t)
+    lacking: Dict[QuantType, List[str]] = {}
     jobs = []
     for info in quant:
         need: List[QuantType] = []
         for t in [*ts, *extra.get(info.name, ())]:
             e = effective_type(t, info.row_length)
+            if e.requires_imatrix and weights[info.name] is None:
+                if t in ts:
+                    lacking.setdefault(t, []).append(info.name)
+                continue
             if e not in need:
                 need.append(e)
         jobs.append((info, need))
+    skipped = {t.name: _imatrix_skip_reason(t, names, imat is not None) for t, names in lacking.items()}
     if executor is not None:
         from .executors import measure_tensors
 
@@ -465,7 +652,13 @@ def measure(
         for i, (info, need) in enumerate(jobs):
             if progress is not None:
                 progress(i, len(quant), info.name)
-            out.append(measure_one(src, info, need, _importance(imat, info), sample_rows, seed))
+            out.append(measure_one(src, info, need, weights[info.name], sample_rows, seed))
+    for ft, p in list(plans.items()):
+        if isinstance(p, RecipePlan):
+            missing = [(m.name, m.effective(p.types[m.name])) for m in out if m.effective(p.types[m.name]) not in m.stats]
+            if missing:
+                name, t = missing[0]
+                plans[ft] = f"{name} would be {t.name}, which ggml will not make without an importance entry"
     return Measurement(
         description=src.description,
         facts=src.model_facts(),
@@ -476,7 +669,10 @@ def measure(
         seed=seed,
         seconds=time.perf_counter() - t_start,
         threads=get_num_threads(),
-        measured_types=ts,
+        measured_types=[t for t in ts if t.name not in skipped],
+        skipped=skipped,
+        file_types=fts,
+        recipe_plans=plans,
     )
 
 
