@@ -26,7 +26,7 @@ from kquant import QuantType
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 # the lattice i-quants: quantizers of a few M values/s in ggml, so fewer values
-LATTICE = ["IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
+LATTICE = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 TYPES += LATTICE
 TYPES += ["TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
 # newer than the anchors' builds (libgguf 0.2.2, gguf-py 0.19)

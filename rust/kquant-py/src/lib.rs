@@ -89,7 +89,11 @@ fn quantize<'py>(
 }
 
 #[pyfunction]
-fn dequantize<'py>(py: Python<'py>, q: PyReadonlyArray2<'py, u8>, qtype_id: u32) -> PyResult<Bound<'py, PyArray2<f32>>> {
+fn dequantize<'py>(
+    py: Python<'py>,
+    q: PyReadonlyArray2<'py, u8>,
+    qtype_id: u32,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let t = qtype(qtype_id)?;
     let [nrows, nb] = [q.shape()[0], q.shape()[1]];
     let rows = Rows::from_bytes(t, nb, nrows).map_err(value_error)?;

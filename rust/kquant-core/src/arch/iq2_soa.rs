@@ -87,3 +87,11 @@ pub(crate) fn soa_xs() -> &'static Soa {
 pub(crate) fn soa_s() -> &'static Soa {
     S.get_or_init(|| Soa::new(iq2::lattice_s()))
 }
+
+static IQ1: OnceLock<Soa> = OnceLock::new();
+
+/// The IQ1_S / IQ1_M grid's lists.
+#[allow(dead_code)] // not every ISA's quantizers use it
+pub(crate) fn soa_iq1() -> &'static Soa {
+    IQ1.get_or_init(|| Soa::new(crate::reference::iq1::lattice()))
+}

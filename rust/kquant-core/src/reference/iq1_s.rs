@@ -29,6 +29,13 @@ pub struct SubBlock {
 /// `quantize_iq1_s`. `ops::quantize` refuses a missing importance matrix before this runs
 /// (ggml asserts); unit weights stand in if it is called without one anyway.
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+    quantize_with(x, q, imat, quantize_sub_block);
+}
+
+/// `quantize` with the sub-block search supplied (the SIMD paths pass theirs; it must
+/// return exactly what `quantize_sub_block` returns).
+#[inline(always)]
+pub(crate) fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, sub: impl Fn(&[f32], &[f32]) -> SubBlock) {
     let ones = [1.0f32; QK_K];
     let mut weight = [0.0f32; 32];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
@@ -44,7 +51,7 @@ fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
             for i in 0..32 {
                 weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
             }
-            quantize_sub_block(xb, &weight)
+            sub(xb, &weight)
         });
         pack(&subs, qb);
     }
@@ -69,10 +76,27 @@ pub fn quantize_sub_block(xb: &[f32], weight: &[f32]) -> SubBlock {
         sumx[j + 1] = sumx[j] + weight[i] * xb[i];
         sumw[j + 1] = sumw[j] + weight[i];
     }
-    let (besti1, besti2, best_shift, mut scale) = boundary_search(&sumx, &sumw);
+    let (besti1, besti2, best_shift, scale) = boundary_search(&sumx, &sumw);
     if best_shift == 0 {
         return skipped;
     }
+    finish_sub_block(xb, weight, &idx, besti1, besti2, best_shift, scale, iq1::grid_index)
+}
+
+/// The rest of ggml's sub-block loop once the split is chosen: levels, grid points (by
+/// `grid_index`, which must behave as `iq1::grid_index`) and the refit of the scale.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn finish_sub_block(
+    xb: &[f32],
+    weight: &[f32],
+    idx: &[usize; 32],
+    besti1: usize,
+    besti2: usize,
+    best_shift: i8,
+    mut scale: f32,
+    grid_index: impl Fn(&[i8], &[f32], &[f32], f32, &[f32; 3]) -> (usize, bool),
+) -> SubBlock {
     let mut shift = best_shift;
     let mut l = [0i8; 32];
     for (j, &i) in idx.iter().enumerate() {
@@ -95,8 +119,7 @@ pub fn quantize_sub_block(xb: &[f32], weight: &[f32]) -> SubBlock {
     let mut index = [0u16; 4];
     let mut all_on_grid = true;
     for k in 0..4 {
-        let (g, on) =
-            iq1::grid_index(&l[8 * k..8 * k + 8], &xb[8 * k..8 * k + 8], &weight[8 * k..8 * k + 8], scale, xx);
+        let (g, on) = grid_index(&l[8 * k..8 * k + 8], &xb[8 * k..8 * k + 8], &weight[8 * k..8 * k + 8], scale, xx);
         all_on_grid &= on;
         index[k] = g as u16;
     }

@@ -125,6 +125,10 @@ pub fn round_point(lat: &Lattice, xval: &[f32], waux: &[f32], id: f32, scale: f3
     }
 }
 
+/// `round_point` without its lattice argument (the reference's, or a SIMD one giving the
+/// same levels and result): `(xval, waux, id, scale, l)`.
+pub type RoundPoint<'a> = &'a dyn Fn(&[f32], &[f32], f32, f32, &mut [u8]) -> bool;
+
 /// Grid index of 8 levels known to be on the grid; a point off it (only reachable with
 /// non-finite intermediate values, where ggml aborts) maps to its first candidate.
 #[inline]
@@ -226,7 +230,7 @@ pub fn candidates16(lat: &Lattice, xval: &[f32; 16], weight: &[f32; 16], waux: &
 
 /// After the candidates: the points that were off the grid are rounded again at the
 /// winning scale and the scale is refitted. Returns the scale; `b.l` holds the levels.
-pub fn refine16(lat: &Lattice, xval: &[f32; 16], weight: &[f32; 16], waux: &[f32; 16], b: &mut Best16) -> f32 {
+pub fn refine16(xval: &[f32; 16], weight: &[f32; 16], waux: &[f32; 16], b: &mut Best16, round: RoundPoint) -> f32 {
     let mut scale = b.scale;
     if (!b.on_grid[0] || !b.on_grid[1]) && scale > 0.0 {
         let id = 1.0 / scale;
@@ -234,7 +238,7 @@ pub fn refine16(lat: &Lattice, xval: &[f32; 16], weight: &[f32; 16], waux: &[f32
             if b.on_grid[k] {
                 continue;
             }
-            round_point(lat, &xval[8 * k..], &waux[8 * k..], id, scale, &mut b.l[8 * k..]);
+            round(&xval[8 * k..], &waux[8 * k..], id, scale, &mut b.l[8 * k..]);
         }
         let (sumqx, sumq2) = fit_sums(xval, weight, &b.l);
         if sumq2 > 0.0 {

@@ -72,13 +72,15 @@ fn vec_dot(q: &[u8], yq: &[u8]) -> f32 {
 /// a call without them, so `None` (a direct call) counts as weights of 1.
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     let lat = iq2::lattice_xs();
-    quantize_with(x, q, imat, &|xv, w, wa, max| iq2::candidates16(lat, xv, w, wa, max));
+    quantize_with(x, q, imat, &|xv, w, wa, max| iq2::candidates16(lat, xv, w, wa, max), &|xv, wa, id, s, l| {
+        iq2::round_point(lat, xv, wa, id, s, l)
+    });
 }
 
 /// The quantizer with the candidate search `search` (the reference's, or a SIMD one
 /// giving the same result).
 #[inline(always)]
-pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: iq2::Search16) {
+pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: iq2::Search16, round: iq2::RoundPoint) {
     let lat = iq2::lattice_xs();
     let ones = [1.0f32; QK_K];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
@@ -109,7 +111,7 @@ pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: iq2:
                 continue;
             }
             let mut b = search(&xval, &weight, &waux, max);
-            let mut scale = iq2::refine16(lat, &xval, &weight, &waux, &mut b);
+            let mut scale = iq2::refine16(&xval, &weight, &waux, &mut b, round);
             let l = b.l;
             if scale < 0.0 {
                 scale = -scale;

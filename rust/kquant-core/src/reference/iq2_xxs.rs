@@ -4,7 +4,9 @@
 //! ggml quantizes it only with an importance matrix. Dots pair it with Q8_K.
 
 use super::common::{read_f16, read_f32, GROUP_MAX_EPS};
-use super::iq2::{self, f16_bits, fit_sums, grid_index, round_point, scale_code, split_signs, GRID_XXS, KMAXQ, KSIGNS};
+use super::iq2::{
+    self, f16_bits, fit_sums, grid_index, round_point, scale_code, split_signs, RoundPoint, GRID_XXS, KMAXQ, KSIGNS,
+};
 use super::lattice::Lattice;
 use super::q8_k;
 use super::search::make_qp_quants;
@@ -76,15 +78,20 @@ fn vec_dot(q: &[u8], yq: &[u8]) -> f32 {
 /// a call without them, so `None` (a direct call) counts as weights of 1.
 fn quantize(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
     let lat = iq2::lattice_xxs();
-    quantize_with(x, q, imat, &|xv, w, wa, m| candidates(lat, xv, w, wa, m), &|xv, l, w| {
-        make_qp_quants(KMAXQ + 1, xv, l, w)
-    });
+    quantize_with(
+        x,
+        q,
+        imat,
+        &|xv, w, wa, m| candidates(lat, xv, w, wa, m),
+        &|xv, l, w| make_qp_quants(KMAXQ + 1, xv, l, w),
+        &|xv, wa, id, s, l| round_point(lat, xv, wa, id, s, l),
+    );
 }
 
 /// The quantizer with the candidate loop `search` (the reference's, or a SIMD one
 /// giving the same result).
 #[inline(always)]
-pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: Search32, qp: Qp32) {
+pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: Search32, qp: Qp32, round: RoundPoint) {
     let lat = iq2::lattice_xxs();
     let ones = [1.0f32; QK_K];
     for (ibl, (xbl, qb)) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
@@ -96,7 +103,7 @@ pub fn quantize_with(x: &[f32], q: &mut [u8], imat: Option<&[f32]>, search: Sear
         for ib in 0..QK_K / 32 {
             let xb = &xbl[32 * ib..32 * ib + 32];
             let qw = &qwb[32 * ib..32 * ib + 32];
-            let (scale, l, signs) = quantize_group(lat, xb, qw, sigma2, search, qp);
+            let (scale, l, signs) = quantize_group(xb, qw, sigma2, search, qp, round);
             let Some(signs) = signs else { continue };
             for k in 0..4 {
                 let j = grid_index(lat, &l[8 * k..8 * k + 8]) as u32;
@@ -166,12 +173,12 @@ pub fn candidates(
 /// One group of 32: its scale, levels and 7-bit sign codes; `(0, _, None)` for a group
 /// ggml leaves empty (all zero, or no positive scale).
 pub fn quantize_group(
-    lat: &Lattice,
     xb: &[f32],
     qw: &[f32],
     sigma2: f32,
     search: Search32,
     qp: Qp32,
+    round: RoundPoint,
 ) -> (f32, [u8; 32], Option<[u8; 4]>) {
     let mut weight = [0.0f32; 32];
     let mut waux = [0.0f32; 32];
@@ -205,7 +212,7 @@ pub fn quantize_group(
     if scale > 0.0 {
         let id = 1.0 / scale;
         for k in 0..4 {
-            round_point(lat, &xval[8 * k..], &waux[8 * k..], id, scale, &mut l[8 * k..]);
+            round(&xval[8 * k..], &waux[8 * k..], id, scale, &mut l[8 * k..]);
         }
         let (sumqx, sumq2) = fit_sums(&xval, &weight, &l);
         if sumq2 > 0.0 {

@@ -15,6 +15,7 @@
 // Lanes, groups and values are all addressed by index, as in the reference.
 #![allow(clippy::needless_range_loop)]
 
+mod iq1s;
 mod iq2;
 mod kquants;
 mod lanes;
@@ -53,6 +54,7 @@ mod iq2_entries {
     use super::iq2;
     use crate::arch::iq2_soa::{soa_s, soa_xs, soa_xxs, Soa};
     use crate::reference::iq2::Best16;
+    use crate::reference::lattice::Lattice;
     use crate::reference::{iq2_s, iq2_xs, iq2_xxs};
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -67,31 +69,63 @@ mod iq2_entries {
     unsafe fn qp32(x: &[f32; 32], l: &mut [u8; 32], w: &[f32; 32]) -> f32 {
         iq2::make_qp_quants32(x, l, w)
     }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn round8(lat: &Lattice, soa: &Soa, xv: &[f32], wa: &[f32], id: f32, s: f32, l: &mut [u8]) -> bool {
+        iq2::round_point(lat, soa, xv, wa, id, s, l)
+    }
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     pub(in super::super) unsafe fn quantize_iq2_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_xxs();
-        // SAFETY: the caller guarantees the CPU features `cand32` is compiled for.
-        iq2_xxs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand32(soa, a, b, c, d) }, &|a, l, w| unsafe {
-            qp32(a, l, w)
-        })
+        // SAFETY: the caller guarantees the CPU features `cand32`, `qp32` and `round8`
+        // are compiled for.
+        let lat = crate::reference::iq2::lattice_xxs();
+        iq2_xxs::quantize_with(
+            x,
+            q,
+            imat,
+            &|a, b, c, d| unsafe { cand32(soa, a, b, c, d) },
+            &|a, l, w| unsafe { qp32(a, l, w) },
+            &|xv, wa, id, s, l| unsafe { round8(lat, soa, xv, wa, id, s, l) },
+        )
     }
     /// # Safety
     /// As `quantize_iq2_xxs`.
     pub(in super::super) unsafe fn quantize_iq2_xs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_xs();
-        // SAFETY: the caller guarantees the CPU features `cand16` is compiled for.
-        iq2_xs::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+        let lat = crate::reference::iq2::lattice_xs();
+        // SAFETY: the caller guarantees the CPU features `cand16` and `round8` are
+        // compiled for.
+        iq2_xs::quantize_with(
+            x,
+            q,
+            imat,
+            &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) },
+            &|xv, wa, id, s, l| unsafe { round8(lat, soa, xv, wa, id, s, l) },
+        )
     }
     /// # Safety
     /// As `quantize_iq2_xxs`.
     pub(in super::super) unsafe fn quantize_iq2_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
         let soa = soa_s();
-        // SAFETY: the caller guarantees the CPU features `cand16` is compiled for.
-        iq2_s::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) })
+        let lat = crate::reference::iq2::lattice_s();
+        // SAFETY: the caller guarantees the CPU features `cand16` and `round8` are
+        // compiled for.
+        iq2_s::quantize_with(x, q, imat, &|a, b, c, d| unsafe { cand16(soa, a, b, c, d) }, &|xv, wa, id, s, l| unsafe {
+            round8(lat, soa, xv, wa, id, s, l)
+        })
     }
 }
 pub(super) use iq2_entries::{quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs};
+
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_iq1_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
+    let soa = crate::arch::iq2_soa::soa_iq1();
+    // SAFETY: this function is compiled for, and only called on, CPUs with AVX2.
+    crate::reference::iq1_s::quantize_with(x, q, imat, |xb, w| unsafe { iq1s::sub_block(soa, xb, w) })
+}
 
 #[cfg(test)]
 mod tests;

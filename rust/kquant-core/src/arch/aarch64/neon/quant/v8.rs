@@ -12,10 +12,10 @@ use super::lanes::IQ4_MIDS;
 
 /// Eight f32 lanes.
 #[derive(Clone, Copy)]
-pub(super) struct V(float32x4_t, float32x4_t);
+pub(super) struct V(pub(super) float32x4_t, pub(super) float32x4_t);
 /// Eight i32 lanes.
 #[derive(Clone, Copy)]
-pub(super) struct I(int32x4_t, int32x4_t);
+pub(super) struct I(pub(super) int32x4_t, pub(super) int32x4_t);
 /// 32 bytes.
 #[derive(Clone, Copy)]
 pub(super) struct B(uint8x16_t, uint8x16_t);

@@ -19,20 +19,29 @@ use super::v8::*;
 use super::v8_iq2::*;
 use crate::arch::iq2_soa::{List, Soa};
 use crate::reference::common::{nearest_int, GROUP_MAX_EPS};
-use crate::reference::iq2::{cand_id16, Best16, KMAXQ, NCAND16};
+use crate::reference::iq2::{self, cand_id16, Best16, KMAXQ, NCAND16};
 use crate::reference::iq2_xxs::{cand_id, NCAND};
-use crate::reference::lattice::unpack;
+use crate::reference::lattice::{unpack, Lattice, Lookup};
 use crate::reference::search::qp_finish;
 
 /// The grid point (packed levels) `iq2_find_best_neighbour` picks from `list` for
 /// the 8 values `xval` with weights `w` at scale `scale`.
 #[inline(always)]
 unsafe fn best_neighbour(list: &List, xval: &[f32], w: &[f32], scale: f32) -> u16 {
+    let sq = [scale * 1.0, scale * 3.0, scale * 5.0];
+    list.codes[best_at(list, xval, w, sq)]
+}
+
+/// Position in `list` of the first candidate with the strictly least
+/// `sum_i w[i] * (sq[level_i] - xval[i])^2` (summed in coordinate order, each term
+/// `(w * diff) * diff`), 0 when no error is below `f32::MAX`.
+#[inline(always)]
+pub(super) unsafe fn best_at(list: &List, xval: &[f32], w: &[f32], sq: [f32; 3]) -> usize {
     // the error of each coordinate (lane) at each level, as the reference computes it
     let (x8, w8) = (loadx(xval, 0), loadx(w, 0));
     let mut t = [zero(); 3];
     for (l, tl) in t.iter_mut().enumerate() {
-        let diff = sub(set(scale * (2 * l + 1) as f32), x8);
+        let diff = sub(set(sq[l]), x8);
         *tl = mul(mul(w8, diff), diff);
     }
     let tabs = level_tables(t);
@@ -45,16 +54,51 @@ unsafe fn best_neighbour(list: &List, xval: &[f32], w: &[f32], scale: f32) -> u1
         }
         // padding lanes repeat the first candidate and cannot beat it
         if any(lt(d, set(best))) {
-            let d = lanes(d);
-            for j in 0..8 {
-                if d[j] < best {
-                    best = d[j];
-                    at = 8 * c + j;
+            if any(ne(d, d)) {
+                let d = lanes(d);
+                for j in 0..8 {
+                    if d[j] < best {
+                        best = d[j];
+                        at = 8 * c + j;
+                    }
                 }
+            } else {
+                // without NaN the lane-order scan ends on the first lane holding the
+                // least value (ties keep the earlier lane), and that value beats `best`
+                let m = hmin(d);
+                best = m;
+                at = 8 * c + mask_bits(eq(d, set(m))).trailing_zeros() as usize;
             }
         }
     }
-    list.codes[at]
+    at
+}
+
+/// `iq2::round_point` with the neighbour search above.
+#[inline(always)]
+pub unsafe fn round_point(
+    lat: &Lattice,
+    soa: &Soa,
+    xval: &[f32],
+    waux: &[f32],
+    id: f32,
+    scale: f32,
+    l: &mut [u8],
+) -> bool {
+    let mut u = 0u16;
+    for i in 0..8 {
+        let v = nearest_int(0.5 * (id * xval[i] - 1.0)).clamp(0, KMAXQ - 1);
+        l[i] = v as u8;
+        u |= (v as u16) << (2 * i);
+    }
+    match soa.list(u) {
+        Some(list) => {
+            l[..8].copy_from_slice(&unpack(best_neighbour(&list, xval, waux, scale)));
+            false
+        }
+        // on the grid, or (never for levels below 3) off it without candidates
+        None => matches!(lat.lookup(u), Lookup::OnGrid(_)) || iq2::round_point(lat, xval, waux, id, scale, l),
+    }
 }
 
 /// Per candidate (lane): the packed points of the group after the grid step, whether
