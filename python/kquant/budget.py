@@ -26,11 +26,13 @@ The method (:func:`solve`), three steps, the best result kept:
    llama.cpp recipes that fit the budget) are improved the same way, so the result is never worse
    than a recipe of at most its size.
 
-The candidates are every type kquant can write into a GGUF file (:data:`kquant.tradeoffs.ALL_TYPES`),
-1.1 to 32 bits per weight; a tensor without an importance entry is not offered the types
-llama-quantize will not make without one (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS; the token
-embedding and output are exempt for the types ggml itself can make without one).
-:func:`frontier` solves a range of budgets on one measurement: the least error for each size.
+The candidates are, by default, every type kquant can write into a GGUF file but F32
+(:data:`kquant.tradeoffs.DEFAULT_TYPES`, 1.1 to 16 bits per weight), i.e. anything a
+``--tensor-type`` file can give a tensor; a tensor without an importance entry is not offered the
+types llama-quantize will not make without one (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS; the
+token embedding and output are exempt for the types ggml itself can make without one).
+:func:`frontier` solves a range of budgets on one measurement: the least error for each size
+(on a coarser byte grid than a single solve, and never above a recipe of at most that size).
 
 Real models have few tensor shapes, so the exact grid is usual and the result optimal.
 
@@ -99,6 +101,8 @@ COMPARED_FILE_TYPES = ALL_FILE_TYPES
 
 _DP_MAX_CELLS = 1 << 17
 _DP_MAX_TABLE = 1 << 25
+# the frontier solves dozens of budgets: a coarser grid there keeps a large model's curve to seconds
+_FRONTIER_CELLS = 1 << 14
 
 
 class BudgetError(ValueError):
@@ -237,7 +241,9 @@ def _greedy(items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity
     return choice
 
 
-def _dp(items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity: int) -> Optional[List[int]]:
+def _dp(
+    items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity: int, cell_limit: int = _DP_MAX_CELLS
+) -> Optional[List[int]]:
     base = [items[i][f[0]].nbytes for i, f in enumerate(fronts)]
     slack = capacity - sum(base)
     var = [i for i, f in enumerate(fronts) if len(f) > 1]
@@ -246,7 +252,7 @@ def _dp(items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity: in
         return choice
     extra = {i: [items[i][k].nbytes - base[i] for k in fronts[i]] for i in var}
     g = reduce(math.gcd, (c for i in var for c in extra[i]), 0)
-    max_cells = min(_DP_MAX_CELLS, _DP_MAX_TABLE // len(var))
+    max_cells = max(1, min(cell_limit, _DP_MAX_TABLE // len(var)))
     unit = g if slack // g <= max_cells else -(-slack // max_cells)
     cells = slack // unit
     if cells < 1:
@@ -298,11 +304,17 @@ def _improve(items: Sequence[Sequence[Option]], fronts: List[List[int]], choice:
     return choice
 
 
-def solve(items: Sequence[Sequence[Option]], capacity: int, starts: Sequence[Sequence[int]] = ()) -> List[int]:
+def solve(
+    items: Sequence[Sequence[Option]],
+    capacity: int,
+    starts: Sequence[Sequence[int]] = (),
+    cell_limit: int = _DP_MAX_CELLS,
+) -> List[int]:
     """For each item the index of its chosen option, minimizing the summed error with the summed
     bytes at most ``capacity`` (see the module docstring for the method). ``starts``: known
-    choices (an option index per item) to improve on; those over ``capacity`` are ignored. Raises
-    :class:`BudgetError` when the smallest options do not fit."""
+    choices (an option index per item) to improve on; those over ``capacity`` are ignored.
+    ``cell_limit``: the most cells of the dynamic programme's byte grid (step 2; fewer is faster
+    and rounds more). Raises :class:`BudgetError` when the smallest options do not fit."""
     if any(len(opts) == 0 for opts in items):
         raise ValueError("every item needs at least one option")
     fronts = [_pareto(opts) for opts in items]
@@ -310,7 +322,7 @@ def solve(items: Sequence[Sequence[Option]], capacity: int, starts: Sequence[Seq
     if smallest > capacity:
         raise BudgetError(f"the budget is {smallest - capacity} bytes short of the smallest choice ({smallest} bytes)")
     cands = [_greedy(items, fronts, capacity)]
-    d = _dp(items, fronts, capacity)
+    d = _dp(items, fronts, capacity, cell_limit)
     if d is not None:
         cands.append(d)
     # the best start that fits is enough: improving it only lowers its error
@@ -737,7 +749,7 @@ def frontier(
     out: List[FrontierPoint] = []
     best: Optional[List[int]] = None
     for cap in sorted(c for c in caps if c >= lo):
-        choice = solve(items, cap, starts + ([best] if best is not None else []))
+        choice = solve(items, cap, starts + ([best] if best is not None else []), cell_limit=_FRONTIER_CELLS)
         best = choice
         types = {t.name: items[i][k].qtype for i, (t, k) in enumerate(zip(m.tensors, choice))}
         s = m.summarize(types)

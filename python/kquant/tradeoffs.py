@@ -26,16 +26,18 @@ are then estimates; sizes are always exact. ``exact=True`` measures every row. T
 quantized GGUF tensor is its dequantized value, so errors are relative to that, not to the
 original float weights.
 
-Types and file types. By default every weight type kquant implements is measured (1 to 32 bits
-per weight: the lattice IQ1/IQ2/IQ3 types, TQ1_0/TQ2_0, Q1_0/Q2_0, MXFP4, NVFP4, the k-quants,
-the legacy types, IQ4 and the float types). ggml will not quantize IQ1_S, IQ2_XXS and IQ2_XS
+Types and file types. By default every weight type kquant implements is measured but F32
+(:data:`DEFAULT_TYPES`, 1.1 to 16 bits per weight: the lattice IQ1/IQ2/IQ3 types, TQ1_0/TQ2_0,
+Q1_0/Q2_0, MXFP4, NVFP4, the k-quants, the legacy types, IQ4, F16 and BF16). ggml will not quantize IQ1_S, IQ2_XXS and IQ2_XS
 without an importance matrix (:attr:`QuantType.requires_imatrix`): without one they are listed as
 skipped, with the reason, instead of failing the run. ``file_types`` adds llama.cpp file types
 (Q4_K_M, IQ2_M, ...): each gets the size and error its recipe gives on this model (the per-tensor
 types, fallbacks and importance-matrix rules of :func:`kquant.recipes.plan_quantization`), summed
 from the per-tensor measurements of the types it uses, with no quantization pass of its own. A
 file type that needs an importance matrix this run does not have is skipped with llama-quantize's
-reason.
+reason. :func:`recommend` and ``kquant tradeoffs`` report every file type, and the budget
+solver's frontier (:func:`kquant.budget.frontier`: the least error it finds for each size, solved
+at a spread of sizes and at each file type's size) beside them.
 """
 
 from __future__ import annotations
@@ -1001,7 +1003,8 @@ def recommend(
     extra: Dict[str, List[QuantType]] = {}
     want_choice = target_bpw is not None or target_size is not None
     if want_choice:
-        extra = budget.types_to_measure(src, target_bpw=target_bpw, target_size=target_size, pins=pins)
+        extra = budget.types_to_measure(src, target_bpw=target_bpw, target_size=target_size, pins=pins,
+                                        imatrix_names=None if imat is None else list(imat))
     m = measure(src, ts, imatrix=imat, sample_rows=sample_rows, seed=seed, exact=exact, extra_types=extra,
                 executor=executor, file_types=file_types)
     choice = None
@@ -1090,12 +1093,13 @@ def run_cli(args: Any) -> int:
 
     src = open_source(args.model)
     ts = parse_types(args.types)
+    imat = load_imatrix_arg(args.imatrix)
     want_choice = args.target_bpw is not None or args.target_size is not None
     extra = {}
     if want_choice:
         extra = budget.types_to_measure(src, target_bpw=args.target_bpw, target_size=args.target_size,
-                                        pins=args.tensor_type)
-    m = measure(src, ts, imatrix=args.imatrix, sample_rows=args.sample_rows, seed=args.seed, exact=args.exact,
+                                        pins=args.tensor_type, imatrix_names=None if imat is None else list(imat))
+    m = measure(src, ts, imatrix=imat, sample_rows=args.sample_rows, seed=args.seed, exact=args.exact,
                 extra_types=extra, progress=progress if tty else None, executor=args.executor,
                 file_types=args.file_types)
     if tty:
