@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--file-types", default="IQ2_M,IQ3_M")
     ap.add_argument("--sample-rows", type=int, default=0, help="rows measured per tensor (default 0: every row)")
     ap.add_argument("--markdown", action="store_true", help="print the result as a Markdown table")
+    ap.add_argument("--plot", metavar="FILE.png",
+                    help="also write kquant tradeoffs' plot of this model: every type and file type, the frontier")
     a = ap.parse_args(argv)
 
     rng = np.random.default_rng(a.seed)
@@ -100,15 +102,21 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     m = measure(src, DEFAULT_TYPES, imatrix=imat, exact=a.sample_rows <= 0,
-                sample_rows=a.sample_rows if a.sample_rows > 0 else None, file_types=fts)
+                sample_rows=a.sample_rows if a.sample_rows > 0 else None, file_types=None)
     t_measure = time.perf_counter() - t0
     print(f"synthetic llama: {a.layers} layers, width {a.width}, ffn {a.ffn}, vocab {a.vocab}: "
-          f"{params / 1e6:.1f} M parameters; measured {len(m.measured_types)} types "
+          f"{params / 1e6:.1f} M parameters; measured {len(DEFAULT_TYPES)} types "
           f"({'every row' if m.sample_rows is None else f'{m.sample_rows} rows per tensor'}) in {t_measure:.1f} s",
           file=sys.stderr)
-    if m.skipped_file_types:
-        for k, v in m.skipped_file_types.items():
-            print(f"skipped {k}: {v}", file=sys.stderr)
+    for k, v in {**m.skipped, **m.skipped_file_types}.items():
+        print(f"skipped {k}: {v}", file=sys.stderr)
+    if a.plot:
+        from kquant.tradeoffs import Recommendation, _frontier
+
+        ts = list(DEFAULT_TYPES)
+        rec = Recommendation(m, ts, frontier=_frontier(m, ts, (), 24))
+        rec.plot(a.plot, title=f"synthetic Llama, {params / 1e6:.1f} M parameters, synthetic imatrix "
+                               f"(benches/bench_budget_lowbit.py)")
 
     rows = []
     for ft in fts:
