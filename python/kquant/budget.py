@@ -72,13 +72,10 @@ from .tradeoffs import (
     DEFAULT_TYPES,
     ImatrixLike,
     Measurement,
-    RecipePlan,
-    TensorMeasurement,
     human_bytes,
     load_imatrix_arg,
     measure,
     parse_types,
-    plan_file_types,
     split_tensors,
 )
 

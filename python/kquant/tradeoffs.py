@@ -28,9 +28,10 @@ original float weights.
 
 Types and file types. By default every weight type kquant implements is measured but F32
 (:data:`DEFAULT_TYPES`, 1.1 to 16 bits per weight: the lattice IQ1/IQ2/IQ3 types, TQ1_0/TQ2_0,
-Q1_0/Q2_0, MXFP4, NVFP4, the k-quants, the legacy types, IQ4, F16 and BF16). ggml will not quantize IQ1_S, IQ2_XXS and IQ2_XS
-without an importance matrix (:attr:`QuantType.requires_imatrix`): without one they are listed as
-skipped, with the reason, instead of failing the run. ``file_types`` adds llama.cpp file types
+Q1_0/Q2_0, MXFP4, NVFP4, the k-quants, the legacy types, IQ4, F16 and BF16). ggml will not
+quantize IQ1_S, IQ2_XXS and IQ2_XS without an importance matrix
+(:attr:`QuantType.requires_imatrix`): without one, or where it has no entry for a tensor, they
+are listed as skipped, with the reason, instead of failing the run. ``file_types`` adds llama.cpp file types
 (Q4_K_M, IQ2_M, ...): each gets the size and error its recipe gives on this model (the per-tensor
 types, fallbacks and importance-matrix rules of :func:`kquant.recipes.plan_quantization`), summed
 from the per-tensor measurements of the types it uses, with no quantization pass of its own. A
@@ -663,7 +664,7 @@ def measure(
             out.append(measure_one(src, info, need, weights[info.name], sample_rows, seed))
     for ft, p in list(plans.items()):
         if isinstance(p, RecipePlan):
-            missing = [(m.name, m.effective(p.types[m.name])) for m in out if m.effective(p.types[m.name]) not in m.stats]
+            missing = [(t.name, q) for t in out for q in [t.effective(p.types[t.name])] if q not in t.stats]
             if missing:
                 name, t = missing[0]
                 plans[ft] = f"{name} would be {t.name}, which ggml will not make without an importance entry"
@@ -949,7 +950,8 @@ class Recommendation:
         )
         out = f"<p>{e(_header(self.measurement))}</p><table><tr>{head}</tr>{body}</table>"
         if self.file_types:
-            fhead = "".join(f"<th>{h}</th>" for h in ("file type", "bits/w", "size", "rel RMSE", "SNR dB", "tensor types"))
+            cols = ("file type", "bits/w", "size", "rel RMSE", "SNR dB", "tensor types")
+            fhead = "".join(f"<th>{h}</th>" for h in cols)
             fbody = "".join(
                 f"<tr><td>{e(r['file_type'])}</td><td>{r['bits_per_weight']:.3f}</td>"
                 f"<td>{e(human_bytes(r['bytes']))}</td><td>{r['rel_rmse']:.5f}</td><td>{r['snr_db']:.2f}</td>"
