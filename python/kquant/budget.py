@@ -719,7 +719,10 @@ def frontier(
     types are among them). The result is sorted by size, and only points with less error than
     every smaller one are kept, so the error falls as the size grows. A choice made for a
     smaller budget fits a larger one too; so that the curve never rises, each budget also
-    starts from the best choice found for the budgets below it.
+    starts from the best choice found for the budgets below it, and from every llama.cpp recipe
+    that fits it (whose types are candidates), so no such recipe of at most a point's size has
+    less error. The dynamic programme runs on a coarser byte grid than :func:`choose_from_measurement`'s
+    (2^14 cells), which keeps a few hundred tensors to seconds.
     """
     pin_list = _parse_pins(pins)
     if candidate_types is None:
