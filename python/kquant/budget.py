@@ -22,7 +22,17 @@ The method (:func:`solve`), three steps, the best result kept:
    units rounded up, so every DP solution fits the true budget. With the exact grid the DP is optimal; with the
    rounded one it loses at most one unit per tensor of budget.
 3. Repair and fill with true byte counts: move single tensors to the option that saves the most
-   error within the bytes left, until no move helps.
+   error within the bytes left, until no move helps. Known feasible choices (``starts``: the
+   llama.cpp recipes that fit the budget) are improved the same way, so the result is never worse
+   than a recipe of at most its size.
+
+The candidates are, by default, every type kquant can write into a GGUF file but F32
+(:data:`kquant.tradeoffs.DEFAULT_TYPES`, 1.1 to 16 bits per weight), i.e. anything a
+``--tensor-type`` file can give a tensor; a tensor without an importance entry is not offered the
+types llama-quantize will not make without one (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS; the
+token embedding and output are exempt for the types ggml itself can make without one).
+:func:`frontier` solves a range of budgets on one measurement: the least error for each size
+(on a coarser byte grid than a single solve, and never above a recipe of at most that size).
 
 Real models have few tensor shapes, so the exact grid is usual and the result optimal.
 
@@ -46,6 +56,8 @@ import numpy as np
 from ._types import QTypeLike, QuantType
 from .recipes import (
     _FALLBACK,
+    _TOKEN_EMBD_NAMES,
+    IMATRIX_TYPES,
     FileType,
     QuantizeError,
     TensorSpec,
@@ -55,11 +67,13 @@ from .recipes import (
 )
 from .tensors import TensorSource, open_source
 from .tradeoffs import (
+    ALL_FILE_TYPES,
     DEFAULT_SAMPLE_ROWS,
     DEFAULT_TYPES,
     ImatrixLike,
     Measurement,
     human_bytes,
+    load_imatrix_arg,
     measure,
     parse_types,
     split_tensors,
@@ -68,24 +82,24 @@ from .tradeoffs import (
 __all__ = [
     "BudgetChoice",
     "BudgetError",
+    "FrontierPoint",
     "Option",
     "RecipeComparison",
     "choose_for_budget",
     "choose_from_measurement",
+    "frontier",
     "parse_size",
     "solve",
     "tensor_type_pattern",
 ]
 
-# llama.cpp file types the choice is compared with (the ones whose types kquant makes)
-COMPARED_FILE_TYPES = (
-    FileType.Q2_K, FileType.Q3_K_S, FileType.Q3_K_M, FileType.Q3_K_L, FileType.IQ4_XS, FileType.IQ4_NL,
-    FileType.Q4_0, FileType.Q4_K_S, FileType.Q4_K_M, FileType.Q5_K_S, FileType.Q5_K_M, FileType.Q6_K,
-    FileType.Q8_0,
-)
+# llama.cpp file types the choice is compared with: every one kquant writes
+COMPARED_FILE_TYPES = ALL_FILE_TYPES
 
 _DP_MAX_CELLS = 1 << 17
 _DP_MAX_TABLE = 1 << 25
+# the frontier solves dozens of budgets: a coarser grid there keeps a large model's curve to seconds
+_FRONTIER_CELLS = 1 << 14
 
 
 class BudgetError(ValueError):
@@ -224,7 +238,9 @@ def _greedy(items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity
     return choice
 
 
-def _dp(items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity: int) -> Optional[List[int]]:
+def _dp(
+    items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity: int, cell_limit: int = _DP_MAX_CELLS
+) -> Optional[List[int]]:
     base = [items[i][f[0]].nbytes for i, f in enumerate(fronts)]
     slack = capacity - sum(base)
     var = [i for i, f in enumerate(fronts) if len(f) > 1]
@@ -233,7 +249,7 @@ def _dp(items: Sequence[Sequence[Option]], fronts: List[List[int]], capacity: in
         return choice
     extra = {i: [items[i][k].nbytes - base[i] for k in fronts[i]] for i in var}
     g = reduce(math.gcd, (c for i in var for c in extra[i]), 0)
-    max_cells = min(_DP_MAX_CELLS, _DP_MAX_TABLE // len(var))
+    max_cells = max(1, min(cell_limit, _DP_MAX_TABLE // len(var)))
     unit = g if slack // g <= max_cells else -(-slack // max_cells)
     cells = slack // unit
     if cells < 1:
@@ -285,10 +301,17 @@ def _improve(items: Sequence[Sequence[Option]], fronts: List[List[int]], choice:
     return choice
 
 
-def solve(items: Sequence[Sequence[Option]], capacity: int) -> List[int]:
+def solve(
+    items: Sequence[Sequence[Option]],
+    capacity: int,
+    starts: Sequence[Sequence[int]] = (),
+    cell_limit: int = _DP_MAX_CELLS,
+) -> List[int]:
     """For each item the index of its chosen option, minimizing the summed error with the summed
-    bytes at most ``capacity`` (see the module docstring for the method). Raises
-    :class:`BudgetError` when the smallest options do not fit."""
+    bytes at most ``capacity`` (see the module docstring for the method). ``starts``: known
+    choices (an option index per item) to improve on; those over ``capacity`` are ignored.
+    ``cell_limit``: the most cells of the dynamic programme's byte grid (step 2; fewer is faster
+    and rounds more). Raises :class:`BudgetError` when the smallest options do not fit."""
     if any(len(opts) == 0 for opts in items):
         raise ValueError("every item needs at least one option")
     fronts = [_pareto(opts) for opts in items]
@@ -296,9 +319,13 @@ def solve(items: Sequence[Sequence[Option]], capacity: int) -> List[int]:
     if smallest > capacity:
         raise BudgetError(f"the budget is {smallest - capacity} bytes short of the smallest choice ({smallest} bytes)")
     cands = [_greedy(items, fronts, capacity)]
-    d = _dp(items, fronts, capacity)
+    d = _dp(items, fronts, capacity, cell_limit)
     if d is not None:
         cands.append(d)
+    # the best start that fits is enough: improving it only lowers its error
+    fit = [list(st) for st in starts if len(st) == len(items) and _cost(items, st)[0] <= capacity]
+    if fit:
+        cands.append(min(fit, key=lambda c: (_cost(items, c)[1], _cost(items, c)[0])))
     cands = [_improve(items, fronts, c, capacity) for c in cands]
     return min(cands, key=lambda c: (_cost(items, c)[1], _cost(items, c)[0]))
 
@@ -432,15 +459,25 @@ def _budget_bytes(target_bpw: Optional[float], target_size: Union[None, int, str
 
 
 def _recipe_plans(
-    src_specs: List[TensorSpec], facts: Any, pins: List[Tuple[Pattern[str], QuantType]], quant_names: set
+    src_specs: List[TensorSpec],
+    facts: Any,
+    pins: List[Tuple[Pattern[str], QuantType]],
+    quant_names: set,
+    imatrix_names: Optional[set] = None,
 ) -> Dict[FileType, Dict[str, QuantType]]:
+    """The compared file types llama-quantize would make here (with the user's pins and, given
+    ``imatrix_names``, the importance-matrix rules): file type -> tensor -> type."""
+    entries = set(imatrix_names or ())
     plans = {}
     for ft in COMPARED_FILE_TYPES:
         try:
             plan = plan_quantization(
-                src_specs, facts, ft, tensor_types=[(p, t) for p, t in pins], allow_requantize=True, dry_run=True
+                src_specs, facts, ft, tensor_types=[(p, t) for p, t in pins], allow_requantize=True, dry_run=True,
+                imatrix=entries or False,
             )
         except (QuantizeError, ValueError):
+            continue
+        if plan.imatrix_error is not None or plan.errors:
             continue
         plans[ft] = {e.name: e.target_type for e in plan if e.name in quant_names}
     return plans
@@ -475,9 +512,12 @@ def types_to_measure(
     pins: Union[str, Pins] = (),
     ftype_for_nonquantized: Optional[QTypeLike] = None,
     compare: bool = True,
+    imatrix_names: Optional[Any] = None,
 ) -> Dict[str, List[QuantType]]:
     """The types to measure per tensor beyond the candidates: pinned types and (``compare``) the
-    types of the file type nearest to the budget. Pass to ``measure(extra_types=)``."""
+    types of the file type nearest to the budget. Pass to ``measure(extra_types=)``.
+    ``imatrix_names``: the tensors the importance matrix has entries for (None: no imatrix), so
+    that file types needing one are compared only when it is there."""
     src = open_source(source)
     pin_list = _parse_pins(pins)
     quant, fixed = split_tensors(src, ftype_for_nonquantized)
@@ -491,7 +531,8 @@ def types_to_measure(
     budget = _budget_bytes(target_bpw, target_size, params)
     if not compare:
         return extra
-    plans = _recipe_plans(_specs(src), src.model_facts(), pin_list, names)
+    plans = _recipe_plans(_specs(src), src.model_facts(), pin_list, names,
+                          None if imatrix_names is None else set(imatrix_names) & names)
     sizes = {i.name: (i.n_rows, i.row_length) for i in quant}
     ft = _nearest_recipe(plans, sizes, sum(b for _, b in fixed), budget)
     if ft is not None:
@@ -515,30 +556,9 @@ def choose_from_measurement(
     pin_list = _parse_pins(pins)
     budget = _budget_bytes(target_bpw, target_size, m.total_params)
     capacity = budget - m.fixed_bytes
-    items: List[List[Option]] = []
-    pinned: List[str] = []
-    for t in m.tensors:
-        p = _pinned_type(pin_list, t.name)
-        if p is not None:
-            if t.info.row_length % p.block_size and p not in _FALLBACK:
-                raise QuantizeError(
-                    f"{t.name}: pinned to {p.name}, but row length {t.info.row_length} is not a multiple of "
-                    f"{p.block_size} and {p.name} has no usable fallback"
-                )
-            wanted = [p]
-            pinned.append(t.name)
-        else:
-            wanted = ts
-        opts: List[Option] = []
-        for q in wanted:
-            e = t.effective(q)
-            if e not in t.stats:
-                raise ValueError(f"{t.name}: {e.name} was not measured")
-            if all(o.qtype != e for o in opts):
-                opts.append(Option(e, t.nbytes(e), t.error(e)))
-        items.append(opts)
+    items, pinned = _options(m, ts, pin_list)
     try:
-        choice = solve(items, capacity)
+        choice = solve(items, capacity, _recipe_starts(m, items, pin_list))
     except BudgetError as e:
         smallest = m.fixed_bytes + sum(min(o.nbytes for o in opts) for opts in items)
         raise BudgetError(
@@ -568,11 +588,93 @@ def choose_from_measurement(
     )
 
 
-def _compare(m: Measurement, pins: List[Tuple[Pattern[str], QuantType]], budget: int) -> Optional[RecipeComparison]:
+def _may_use_without_entry(name: str, q: QuantType) -> bool:
+    """Whether llama-quantize makes a ``q`` tensor that has no importance entry."""
+    if q.requires_imatrix:
+        return False  # ggml itself will not
+    if name in _TOKEN_EMBD_NAMES or name == "output.weight":
+        return True
+    return q not in IMATRIX_TYPES
+
+
+def _options(
+    m: Measurement,
+    ts: Sequence[QuantType],
+    pin_list: List[Tuple[Pattern[str], QuantType]],
+    skip_unmeasured: bool = False,
+) -> Tuple[List[List[Option]], List[str]]:
+    """Each quantizable tensor's options (its pinned type, or the candidates it may take), and
+    the pinned tensors' names. ``skip_unmeasured``: a candidate not measured on a tensor is not
+    offered to it (else ValueError)."""
+    items: List[List[Option]] = []
+    pinned: List[str] = []
+    for t in m.tensors:
+        p = _pinned_type(pin_list, t.name)
+        opts: List[Option] = []
+        if p is not None:
+            if t.info.row_length % p.block_size and p not in _FALLBACK:
+                raise QuantizeError(
+                    f"{t.name}: pinned to {p.name}, but row length {t.info.row_length} is not a multiple of "
+                    f"{p.block_size} and {p.name} has no usable fallback"
+                )
+            e = t.effective(p)
+            if e not in t.stats:
+                need = " (it needs an importance matrix, and this tensor has no entry)" if e.requires_imatrix else ""
+                raise ValueError(f"{t.name}: pinned to {e.name}, which was not measured{need}")
+            opts.append(Option(e, t.nbytes(e), t.error(e)))
+            pinned.append(t.name)
+        else:
+            for q in ts:
+                e = t.effective(q)
+                if not t.weighted and not _may_use_without_entry(t.name, e):
+                    continue
+                if e not in t.stats:
+                    if skip_unmeasured:
+                        continue
+                    raise ValueError(f"{t.name}: {e.name} was not measured")
+                if all(o.qtype != e for o in opts):
+                    opts.append(Option(e, t.nbytes(e), t.error(e)))
+            if not opts:
+                raise ValueError(
+                    f"{t.name}: none of the candidate types ({', '.join(q.name for q in ts)}) can be made "
+                    f"without an importance entry for it"
+                )
+        items.append(opts)
+    return items, pinned
+
+
+def _specs_of(m: Measurement) -> List[TensorSpec]:
     specs = [TensorSpec.from_numpy(t.name, t.info.shape) for t in m.tensors]
-    specs += [TensorSpec.from_numpy(i.name, i.shape) for i, _ in m.fixed]
+    return specs + [TensorSpec.from_numpy(i.name, i.shape) for i, _ in m.fixed]
+
+
+def _imatrix_names(m: Measurement) -> Optional[set]:
+    return {t.name for t in m.tensors if t.weighted} if m.imatrix else None
+
+
+def _recipe_starts(
+    m: Measurement, items: Sequence[Sequence[Option]], pins: List[Tuple[Pattern[str], QuantType]]
+) -> List[List[int]]:
+    """The llama.cpp recipes as choices among ``items``' options (those a tensor's options allow)."""
     names = {t.name for t in m.tensors}
-    plans = _recipe_plans(specs, m.facts, pins, names)
+    starts = []
+    for types in _recipe_plans(_specs_of(m), m.facts, pins, names, _imatrix_names(m)).values():
+        start = []
+        for t, opts in zip(m.tensors, items):
+            e = t.effective(types[t.name])
+            k = next((j for j, o in enumerate(opts) if o.qtype == e), None)
+            if k is None:
+                break
+            start.append(k)
+        else:
+            starts.append(start)
+    return starts
+
+
+def _compare(m: Measurement, pins: List[Tuple[Pattern[str], QuantType]], budget: int) -> Optional[RecipeComparison]:
+    specs = _specs_of(m)
+    names = {t.name for t in m.tensors}
+    plans = _recipe_plans(specs, m.facts, pins, names, _imatrix_names(m))
     # only recipes whose every type was measured can be compared
     plans = {ft: p for ft, p in plans.items() if all(p[t.name] in t.stats for t in m.tensors)}
     sizes = {t.name: (t.info.n_rows, t.info.row_length) for t in m.tensors}
@@ -581,6 +683,87 @@ def _compare(m: Measurement, pins: List[Tuple[Pattern[str], QuantType]], budget:
         return None
     s = m.summarize(plans[ft])
     return RecipeComparison(ft, s["bytes"], s["bits_per_weight"], s["error"], s["rel_rmse"], plans[ft])
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """The budget solver's choice for one budget: the least error found for that size."""
+
+    budget_bytes: int
+    total_bytes: int
+    bpw: float
+    error: float
+    rel_rmse: float
+    counts: Dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "budget_bytes": self.budget_bytes, "bytes": self.total_bytes, "bits_per_weight": self.bpw,
+            "error": self.error, "rel_rmse": self.rel_rmse, "counts": dict(self.counts),
+        }
+
+
+def frontier(
+    m: Measurement,
+    *,
+    candidate_types: Optional[Sequence[QTypeLike]] = None,
+    pins: Union[str, Pins] = (),
+    points: int = 24,
+    sizes: Sequence[int] = (),
+) -> List[FrontierPoint]:
+    """The least error the budget solver finds for each size: solved at ``points`` budgets spread
+    evenly in log scale from the smallest model the candidates allow to the largest, and at each
+    of ``sizes`` (bytes, e.g. the file types' sizes) in that range.
+
+    ``candidate_types``: None for every type measured on each tensor (so every file type's
+    types are among them). The result is sorted by size, and only points with less error than
+    every smaller one are kept, so the error falls as the size grows. A choice made for a
+    smaller budget fits a larger one too; so that the curve never rises, each budget also
+    starts from the best choice found for the budgets below it, and from every llama.cpp recipe
+    that fits it (whose types are candidates), so no such recipe of at most a point's size has
+    less error. The dynamic programme runs on a coarser byte grid than :func:`choose_from_measurement`'s
+    (2^14 cells), which keeps a few hundred tensors to seconds.
+    """
+    pin_list = _parse_pins(pins)
+    if candidate_types is None:
+        # the union; _options offers each tensor the ones measured on it
+        seen: List[QuantType] = []
+        for t in m.tensors:
+            for q in t.stats:
+                if q not in seen:
+                    seen.append(q)
+        ts = seen
+    else:
+        ts = parse_types(candidate_types)
+    items, _ = _options(m, ts, pin_list, skip_unmeasured=True)
+    if not items:
+        return []
+    lo = sum(min(o.nbytes for o in opts) for opts in items)
+    hi = sum(max(o.nbytes for o in opts) for opts in items)
+    caps = set()
+    if points > 0:
+        n = max(points, 2)
+        caps |= {int(round(lo * (hi / lo) ** (k / (n - 1)))) if lo > 0 else int(hi * k / (n - 1)) for k in range(n)}
+    caps |= {int(b) - m.fixed_bytes for b in sizes if lo <= int(b) - m.fixed_bytes <= hi}
+    starts = _recipe_starts(m, items, pin_list)
+    out: List[FrontierPoint] = []
+    best: Optional[List[int]] = None
+    for cap in sorted(c for c in caps if c >= lo):
+        choice = solve(items, cap, starts + ([best] if best is not None else []), cell_limit=_FRONTIER_CELLS)
+        best = choice
+        types = {t.name: items[i][k].qtype for i, (t, k) in enumerate(zip(m.tensors, choice))}
+        s = m.summarize(types)
+        counts: Dict[str, int] = {}
+        for q in types.values():
+            counts[q.name] = counts.get(q.name, 0) + 1
+        out.append(FrontierPoint(cap + m.fixed_bytes, s["bytes"], s["bits_per_weight"], s["error"], s["rel_rmse"],
+                                 dict(sorted(counts.items()))))
+    out.sort(key=lambda p: (p.total_bytes, p.error))
+    kept: List[FrontierPoint] = []
+    for p in out:
+        if not kept or p.error < kept[-1].error:
+            kept.append(p)
+    return kept
 
 
 def choose_for_budget(
@@ -611,12 +794,14 @@ def choose_for_budget(
     """
     src = open_source(source)
     ts = parse_types(candidate_types)
+    imat = load_imatrix_arg(imatrix)
     extra = types_to_measure(
         src, target_bpw=target_bpw, target_size=target_size, pins=pins,
         ftype_for_nonquantized=ftype_for_nonquantized, compare=compare,
+        imatrix_names=None if imat is None else list(imat),
     )
     m = measure(
-        src, ts, imatrix=imatrix, sample_rows=sample_rows, seed=seed, exact=exact, extra_types=extra,
+        src, ts, imatrix=imat, sample_rows=sample_rows, seed=seed, exact=exact, extra_types=extra,
         nonquantized_type=ftype_for_nonquantized, executor=executor,
     )
     return choose_from_measurement(
