@@ -1,0 +1,293 @@
+//! IQ3_XXS / IQ3_S scale search written for AVX2: eight trial scales side by side, one
+//! per lane, like `arch::iq3_lanes` (which NEON keeps), with the branchy parts made
+//! vector work:
+//!
+//! - the 32 levels of a batch are rounded with `cvtps_epi32` (ties to even, as ggml's
+//!   `nearest_int` for the values that can occur here: sub-blocks where the two could
+//!   differ, non-finite or out-of-range magnitudes, go to `iq3_lanes`);
+//! - which lanes of a group landed off the grid is one gather of the key map;
+//! - each distinct off-grid key is searched once for all lanes, and a candidate costs
+//!   four table loads and three adds: the weighted squared error of every (coordinate,
+//!   level) pair the key's candidates use is computed once per key, with the reference's
+//!   operations (`w * (ts * q - x) * (ts * q - x)`, `ts * q` rounded first), and a
+//!   candidate's error is the sum of its four terms in coordinate order, as in ggml;
+//! - the chosen grid points' levels come back by one gather.
+//!
+//! The choice between trials is then made in trial order on the stored sums, so the
+//! bytes are the reference's.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use crate::arch::iq3_lanes;
+use crate::reference::iq3::{self, Lattice, Prepared, Search, SubBlock, Variant};
+
+/// Per grid: key map for gathers, packed levels per grid point, and per off-grid key
+/// the (coordinate, level) terms and candidates of its neighbour search.
+struct Tables {
+    /// Grid index of each 12-bit key, or -1 off the grid.
+    map: Vec<i32>,
+    /// Per grid point: its four levels, one per byte.
+    levels: Vec<u32>,
+    /// Per key: start in `terms`, count, start in `cands`, count.
+    info: Vec<(u32, u32, u32, u32)>,
+    /// A term is `8 * coordinate + level`; a key's terms are distinct (at most 32).
+    terms: Vec<u8>,
+    /// The candidates of each key in the reference's order.
+    cands: Vec<Cand>,
+}
+
+/// One candidate of a key's neighbour search.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Cand {
+    /// Byte offset of each coordinate's term in the search's term array.
+    off: [u16; 4],
+    /// Position in the list (high 16 bits) and grid index (low 16 bits).
+    tag: i32,
+}
+
+impl Tables {
+    fn build(lat: &Lattice) -> Tables {
+        let mut t = Tables {
+            map: vec![-1; 4096],
+            levels: lat.l.iter().map(|l| u32::from_le_bytes(l.map(|v| v as u8))).collect(),
+            info: vec![(0, 0, 0, 0); 4096],
+            terms: Vec::new(),
+            cands: Vec::new(),
+        };
+        for u in 0..4096 {
+            match lat.lookup(u) {
+                Ok(g) => t.map[u] = g as i32,
+                Err(cs) => {
+                    let (ts, cs0) = (t.terms.len(), t.cands.len());
+                    let mut slots = Vec::new();
+                    for (pos, &c) in cs.iter().enumerate() {
+                        let mut cand = Cand { off: [0; 4], tag: ((pos as i32) << 16) | c as i32 };
+                        for i in 0..4 {
+                            let term = (8 * i + lat.l[c as usize][i] as usize) as u8;
+                            let s = match slots.iter().position(|&x| x == term) {
+                                Some(s) => s,
+                                None => {
+                                    slots.push(term);
+                                    slots.len() - 1
+                                }
+                            };
+                            cand.off[i] = (32 * s) as u16;
+                        }
+                        t.cands.push(cand);
+                    }
+                    assert!(slots.len() <= 32 && cs.len() < 1 << 15);
+                    t.terms.extend_from_slice(&slots);
+                    t.info[u] = (ts as u32, slots.len() as u32, cs0 as u32, cs.len() as u32);
+                }
+            }
+        }
+        t
+    }
+}
+
+fn tables(v: Variant, lat: &Lattice) -> &'static Tables {
+    static XXS: OnceLock<Tables> = OnceLock::new();
+    static S: OnceLock<Tables> = OnceLock::new();
+    match v {
+        Variant::Xxs => XXS.get_or_init(|| Tables::build(lat)),
+        Variant::S => S.get_or_init(|| Tables::build(lat)),
+    }
+}
+
+/// Drop-in for `iq3::quantize_sub_block`.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32]) -> SubBlock {
+    match iq3::prepare(v, xb, weight) {
+        Err(signs) => SubBlock { grid: [0; 8], signs, scale: 0.0, written: false },
+        Ok(p) => {
+            let n = iq3::ntry(v);
+            let top = (15.0 + n as f32 * 0.2f32) / p.max;
+            // |x| <= max keeps every rounded value within [-10, 10], where the rounding
+            // instruction and ggml's magic-number rounding agree; NaN fails it too.
+            let tame = p.max.is_finite() && top.is_finite() && p.xval.iter().fold(true, |a, &x| a & (x.abs() <= p.max));
+            if !tame {
+                return iq3_lanes::quantize_sub_block(v, lat, xb, weight);
+            }
+            let s = search(v, tables(v, lat), &p, weight);
+            iq3::finish(v, lat, &p, weight, s)
+        }
+    }
+}
+
+/// Most batches of eight trials (IQ3_XXS: 31 trials).
+const NB: usize = 4;
+
+#[target_feature(enable = "avx2")]
+unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Search {
+    let xval = &p.xval;
+    let waux = &p.waux;
+    let n = iq3::ntry(v);
+    let ntrials = (2 * n + 1) as usize;
+    let mut wx = [0.0f32; 32];
+    for i in 0..32 {
+        wx[i] = weight[i] * xval[i];
+    }
+    // levels per batch and value, lane = trial; off-grid lanes per batch and group
+    let mut laux = [[_mm256_setzero_si256(); 32]; NB];
+    let mut offbits = [[0u8; 8]; NB];
+    let mut sums = [[[0.0f32; 8]; 2]; NB];
+    let mut valid = [0usize; NB];
+    let mut nbatch = 0;
+    let one = _mm256_set1_ps(1.0);
+    let half = _mm256_set1_ps(0.5);
+    let seven = _mm256_set1_epi32(7);
+    let zero = _mm256_setzero_si256();
+    let mut start = 0;
+    while start < ntrials {
+        let b = nbatch;
+        let nv = (ntrials - start).min(8);
+        valid[b] = nv;
+        let mut id = [0.0f32; 8];
+        let mut ts = [0.0f32; 8];
+        for t in 0..8 {
+            // lanes past the last trial repeat it and are ignored
+            let is = -n + (start + t.min(nv - 1)) as i32;
+            id[t] = (15.0 + is as f32 * 0.2f32) / p.max;
+            ts[t] = 1.0 / id[t];
+        }
+        let idv = _mm256_loadu_ps(id.as_ptr());
+        let tsv = _mm256_loadu_ps(ts.as_ptr());
+        let mut tsq = [_mm256_setzero_ps(); 8];
+        for l in 0..8 {
+            tsq[l] = _mm256_mul_ps(tsv, _mm256_set1_ps((2 * l + 1) as f32));
+        }
+        let la = &mut laux[b];
+        for i in 0..32 {
+            let y = _mm256_mul_ps(half, _mm256_sub_ps(_mm256_mul_ps(idv, _mm256_set1_ps(xval[i])), one));
+            la[i] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(y), zero), seven);
+        }
+        let mut terms = [_mm256_setzero_ps(); 32];
+        for k in 0..8 {
+            let key = _mm256_or_si256(
+                _mm256_or_si256(la[4 * k], _mm256_slli_epi32::<3>(la[4 * k + 1])),
+                _mm256_or_si256(_mm256_slli_epi32::<6>(la[4 * k + 2]), _mm256_slli_epi32::<9>(la[4 * k + 3])),
+            );
+            let g = _mm256_i32gather_epi32::<4>(tb.map.as_ptr(), key);
+            let offv = _mm256_srai_epi32::<31>(g);
+            let mut off = _mm256_movemask_ps(_mm256_castsi256_ps(offv)) as u32;
+            offbits[b][k] = off as u8;
+            if off == 0 {
+                continue;
+            }
+            let mut keys = [0i32; 8];
+            _mm256_storeu_si256(keys.as_mut_ptr() as *mut __m256i, key);
+            let mut chosen = zero;
+            while off != 0 {
+                let t = off.trailing_zeros() as usize;
+                let kk = keys[t];
+                let same = _mm256_cmpeq_epi32(key, _mm256_set1_epi32(kk));
+                off &= !(_mm256_movemask_ps(_mm256_castsi256_ps(same)) as u32);
+                let (t0, nt, c0, nc) = tb.info[kk as usize];
+                let xg = &xval[4 * k..4 * k + 4];
+                let wg = &waux[4 * k..4 * k + 4];
+                for (s, &term) in tb.terms[t0 as usize..(t0 + nt) as usize].iter().enumerate() {
+                    let (i, l) = ((term >> 3) as usize & 3, (term & 7) as usize);
+                    // SAFETY: a key has at most 32 terms (checked when built); i < 4, l < 8.
+                    unsafe {
+                        let d = _mm256_sub_ps(*tsq.get_unchecked(l), _mm256_set1_ps(*xg.get_unchecked(i)));
+                        *terms.get_unchecked_mut(s) = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(*wg.get_unchecked(i)), d), d);
+                    }
+                }
+                let cs = &tb.cands[c0 as usize..(c0 + nc) as usize];
+                // Two running minima, over the even and the odd positions, so that the
+                // compare-and-blend chains overlap; on equal errors the earlier position
+                // wins when they are merged, as in the reference's single pass.
+                let bd = [_mm256_set1_ps(f32::MAX); 2];
+                let bi = [_mm256_set1_epi32(cs[0].tag), _mm256_set1_epi32(0x7fff_0000)];
+                let base = terms.as_ptr() as *const u8;
+                let score = |c: &Cand| {
+                    // SAFETY: every offset is 32 * a slot below 32, inside `terms`.
+                    unsafe {
+                        let at = |o: u16| _mm256_load_ps(base.add(o as usize) as *const f32);
+                        _mm256_add_ps(
+                            _mm256_add_ps(_mm256_add_ps(at(c.off[0]), at(c.off[1])), at(c.off[2])),
+                            at(c.off[3]),
+                        )
+                    }
+                };
+                let step = |d2: __m256, tag: i32, bd: &mut __m256, bi: &mut __m256i| {
+                    let better = _mm256_cmp_ps::<_CMP_LT_OQ>(d2, *bd);
+                    *bd = _mm256_min_ps(d2, *bd);
+                    *bi = _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(*bi),
+                        _mm256_castsi256_ps(_mm256_set1_epi32(tag)),
+                        better,
+                    ));
+                };
+                let (mut bd0, mut bd1) = (bd[0], bd[1]);
+                let (mut bi0, mut bi1) = (bi[0], bi[1]);
+                let pairs = cs.chunks_exact(2);
+                let rest = pairs.remainder();
+                for c in pairs {
+                    step(score(&c[0]), c[0].tag, &mut bd0, &mut bi0);
+                    step(score(&c[1]), c[1].tag, &mut bd1, &mut bi1);
+                }
+                if let Some(c) = rest.first() {
+                    step(score(c), c.tag, &mut bd0, &mut bi0);
+                }
+                let (bd, bi) = ([bd0, bd1], [bi0, bi1]);
+                let odd_first = _mm256_or_si256(
+                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(bd[1], bd[0])),
+                    _mm256_and_si256(
+                        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(bd[1], bd[0])),
+                        _mm256_cmpgt_epi32(bi[0], bi[1]),
+                    ),
+                );
+                let bi = _mm256_and_si256(_mm256_blendv_epi8(bi[0], bi[1], odd_first), _mm256_set1_epi32(0xffff));
+                chosen = _mm256_blendv_epi8(chosen, bi, same);
+            }
+            let lv = _mm256_i32gather_epi32::<4>(tb.levels.as_ptr() as *const i32, chosen);
+            let byte = _mm256_set1_epi32(0xff);
+            la[4 * k] = _mm256_blendv_epi8(la[4 * k], _mm256_and_si256(lv, byte), offv);
+            la[4 * k + 1] = _mm256_blendv_epi8(la[4 * k + 1], _mm256_and_si256(_mm256_srli_epi32::<8>(lv), byte), offv);
+            la[4 * k + 2] = _mm256_blendv_epi8(la[4 * k + 2], _mm256_and_si256(_mm256_srli_epi32::<16>(lv), byte), offv);
+            la[4 * k + 3] = _mm256_blendv_epi8(la[4 * k + 3], _mm256_srli_epi32::<24>(lv), offv);
+        }
+        let mut sqx = _mm256_setzero_ps();
+        let mut sq2 = _mm256_setzero_ps();
+        let onei = _mm256_set1_epi32(1);
+        for i in 0..32 {
+            let q = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(la[i], la[i]), onei));
+            sqx = _mm256_add_ps(sqx, _mm256_mul_ps(_mm256_set1_ps(wx[i]), q));
+            sq2 = _mm256_add_ps(sq2, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(weight[i]), q), q));
+        }
+        _mm256_storeu_ps(sums[b][0].as_mut_ptr(), sqx);
+        _mm256_storeu_ps(sums[b][1].as_mut_ptr(), sq2);
+        nbatch += 1;
+        start += 8;
+    }
+    let mut out = Search { l: [0; 32], on_grid: [v == Variant::Xxs; 8], scale: p.max / 15.0 };
+    let mut best = 0.0f32;
+    let mut pick = None;
+    for b in 0..nbatch {
+        for t in 0..valid[b] {
+            let (sumqx, sumq2) = (sums[b][0][t], sums[b][1][t]);
+            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+                out.scale = sumqx / sumq2;
+                best = out.scale * sumqx;
+                pick = Some((b, t));
+            }
+        }
+    }
+    if let Some((b, t)) = pick {
+        for i in 0..32 {
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, laux[b][i]);
+            out.l[i] = lanes[t] as i8;
+        }
+        for k in 0..8 {
+            out.on_grid[k] = (offbits[b][k] >> t) & 1 == 0;
+        }
+    }
+    out
+}
