@@ -11,7 +11,8 @@
 //!   level) pair the key's candidates use is computed once per key, with the reference's
 //!   operations (`w * (ts * q - x) * (ts * q - x)`, `ts * q` rounded first), and a
 //!   candidate's error is the sum of its four terms in coordinate order, as in ggml;
-//! - the chosen grid points' levels come back by one gather.
+//! - the search hands back the winner's levels packed as a key, so searched and
+//!   on-grid lanes share one unpacking.
 //!
 //! The choice between trials is then made in trial order on the stored sums, so the
 //! bytes are the reference's.
@@ -22,17 +23,15 @@ use std::sync::OnceLock;
 use crate::arch::iq3_lanes;
 use crate::reference::iq3::{self, Lattice, Prepared, Search, SubBlock, Variant};
 
-/// Per grid: key map for gathers, packed levels per grid point, and per off-grid key
-/// the (coordinate, level) terms and candidates of its neighbour search.
+/// Per grid: key map for gathers, and per off-grid key the (coordinate, level) terms
+/// and the candidates of its neighbour search.
 struct Tables {
     /// Grid index of each 12-bit key, or -1 off the grid.
     map: Vec<i32>,
-    /// Per grid point: its four levels, one per byte.
-    levels: Vec<u32>,
-    /// Per key: start in `terms`, count, start in `cands`, count.
-    info: Vec<(u32, u32, u32, u32)>,
-    /// A term is `8 * coordinate + level`; a key's terms are distinct (at most 32).
-    terms: Vec<u8>,
+    /// Per key: the terms its candidates use, bit `8 * coordinate + level`.
+    need: Vec<u32>,
+    /// Per key: start and count in `cands`.
+    span: Vec<(u32, u32)>,
     /// The candidates of each key in the reference's order.
     cands: Vec<Cand>,
 }
@@ -43,43 +42,30 @@ struct Tables {
 struct Cand {
     /// Byte offset of each coordinate's term in the search's term array.
     off: [u16; 4],
-    /// Position in the list (high 16 bits) and grid index (low 16 bits).
+    /// Position in the list (bits 16..) and the candidate's levels as a key (bits 0..12).
     tag: i32,
 }
 
 impl Tables {
     fn build(lat: &Lattice) -> Tables {
-        let mut t = Tables {
-            map: vec![-1; 4096],
-            levels: lat.l.iter().map(|l| u32::from_le_bytes(l.map(|v| v as u8))).collect(),
-            info: vec![(0, 0, 0, 0); 4096],
-            terms: Vec::new(),
-            cands: Vec::new(),
-        };
+        let mut t = Tables { map: vec![-1; 4096], need: vec![0; 4096], span: vec![(0, 0); 4096], cands: Vec::new() };
         for u in 0..4096 {
             match lat.lookup(u) {
                 Ok(g) => t.map[u] = g as i32,
                 Err(cs) => {
-                    let (ts, cs0) = (t.terms.len(), t.cands.len());
-                    let mut slots = Vec::new();
+                    assert!(!cs.is_empty() && cs.len() < 1 << 15);
+                    t.span[u] = (t.cands.len() as u32, cs.len() as u32);
                     for (pos, &c) in cs.iter().enumerate() {
-                        let mut cand = Cand { off: [0; 4], tag: ((pos as i32) << 16) | c as i32 };
+                        let l = lat.l[c as usize];
+                        let mut cand = Cand { off: [0; 4], tag: (pos as i32) << 16 };
                         for i in 0..4 {
-                            let term = (8 * i + lat.l[c as usize][i] as usize) as u8;
-                            let s = match slots.iter().position(|&x| x == term) {
-                                Some(s) => s,
-                                None => {
-                                    slots.push(term);
-                                    slots.len() - 1
-                                }
-                            };
-                            cand.off[i] = (32 * s) as u16;
+                            let term = 8 * i + l[i] as usize;
+                            t.need[u] |= 1 << term;
+                            cand.off[i] = (32 * term) as u16;
+                            cand.tag |= (l[i] as i32) << (3 * i);
                         }
                         t.cands.push(cand);
                     }
-                    assert!(slots.len() <= 32 && cs.len() < 1 << 15);
-                    t.terms.extend_from_slice(&slots);
-                    t.info[u] = (ts as u32, slots.len() as u32, cs0 as u32, cs.len() as u32);
                 }
             }
         }
@@ -142,6 +128,8 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
     let half = _mm256_set1_ps(0.5);
     let seven = _mm256_set1_epi32(7);
     let zero = _mm256_setzero_si256();
+    // the terms of one group, slot `8 * coordinate + level`
+    let mut terms = [_mm256_setzero_ps(); 32];
     let mut start = 0;
     while start < ntrials {
         let b = nbatch;
@@ -166,47 +154,51 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
             let y = _mm256_mul_ps(half, _mm256_sub_ps(_mm256_mul_ps(idv, _mm256_set1_ps(xval[i])), one));
             la[i] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(y), zero), seven);
         }
-        let mut terms = [_mm256_setzero_ps(); 32];
         for k in 0..8 {
             let key = _mm256_or_si256(
                 _mm256_or_si256(la[4 * k], _mm256_slli_epi32::<3>(la[4 * k + 1])),
                 _mm256_or_si256(_mm256_slli_epi32::<6>(la[4 * k + 2]), _mm256_slli_epi32::<9>(la[4 * k + 3])),
             );
+            // keys are below 4096: levels were clamped to 0..=7
             let g = _mm256_i32gather_epi32::<4>(tb.map.as_ptr(), key);
-            let offv = _mm256_srai_epi32::<31>(g);
-            let mut off = _mm256_movemask_ps(_mm256_castsi256_ps(offv)) as u32;
+            let mut off = _mm256_movemask_ps(_mm256_castsi256_ps(g)) as u32;
             offbits[b][k] = off as u8;
             if off == 0 {
                 continue;
             }
             let mut keys = [0i32; 8];
             _mm256_storeu_si256(keys.as_mut_ptr() as *mut __m256i, key);
-            let mut chosen = zero;
+            let mut chosen = key;
+            let mut done = 0u32;
+            let xg = &xval[4 * k..4 * k + 4];
+            let wg = &waux[4 * k..4 * k + 4];
             while off != 0 {
-                let t = off.trailing_zeros() as usize;
-                let kk = keys[t];
-                let same = _mm256_cmpeq_epi32(key, _mm256_set1_epi32(kk));
+                let kk = keys[off.trailing_zeros() as usize] as usize & 4095;
+                let same = _mm256_cmpeq_epi32(key, _mm256_set1_epi32(kk as i32));
                 off &= !(_mm256_movemask_ps(_mm256_castsi256_ps(same)) as u32);
-                let (t0, nt, c0, nc) = tb.info[kk as usize];
-                let xg = &xval[4 * k..4 * k + 4];
-                let wg = &waux[4 * k..4 * k + 4];
-                for (s, &term) in tb.terms[t0 as usize..(t0 + nt) as usize].iter().enumerate() {
-                    let (i, l) = ((term >> 3) as usize & 3, (term & 7) as usize);
-                    // SAFETY: a key has at most 32 terms (checked when built); i < 4, l < 8.
+                // the terms no earlier key of this group needed
+                let mut todo = tb.need[kk] & !done;
+                done |= todo;
+                while todo != 0 {
+                    let term = todo.trailing_zeros() as usize;
+                    todo &= todo - 1;
+                    let (i, l) = (term >> 3, term & 7);
+                    // SAFETY: term < 32, so i < 4 and l < 8.
                     unsafe {
                         let d = _mm256_sub_ps(*tsq.get_unchecked(l), _mm256_set1_ps(*xg.get_unchecked(i)));
-                        *terms.get_unchecked_mut(s) = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(*wg.get_unchecked(i)), d), d);
+                        *terms.get_unchecked_mut(term) =
+                            _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(*wg.get_unchecked(i)), d), d);
                     }
                 }
+                let (c0, nc) = tb.span[kk];
                 let cs = &tb.cands[c0 as usize..(c0 + nc) as usize];
                 // Two running minima, over the even and the odd positions, so that the
                 // compare-and-blend chains overlap; on equal errors the earlier position
-                // wins when they are merged, as in the reference's single pass.
-                let bd = [_mm256_set1_ps(f32::MAX); 2];
-                let bi = [_mm256_set1_epi32(cs[0].tag), _mm256_set1_epi32(0x7fff_0000)];
+                // wins when they are merged, as in the reference's single pass. The odd
+                // chain starts at position 0x7fff so that it loses every tie.
                 let base = terms.as_ptr() as *const u8;
                 let score = |c: &Cand| {
-                    // SAFETY: every offset is 32 * a slot below 32, inside `terms`.
+                    // SAFETY: every offset is 32 * a term below 32, inside `terms`.
                     unsafe {
                         let at = |o: u16| _mm256_load_ps(base.add(o as usize) as *const f32);
                         _mm256_add_ps(
@@ -217,6 +209,7 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
                 };
                 let step = |d2: __m256, tag: i32, bd: &mut __m256, bi: &mut __m256i| {
                     let better = _mm256_cmp_ps::<_CMP_LT_OQ>(d2, *bd);
+                    // min_ps(a, b) is `a < b ? a : b`: the same choice
                     *bd = _mm256_min_ps(d2, *bd);
                     *bi = _mm256_castps_si256(_mm256_blendv_ps(
                         _mm256_castsi256_ps(*bi),
@@ -224,8 +217,8 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
                         better,
                     ));
                 };
-                let (mut bd0, mut bd1) = (bd[0], bd[1]);
-                let (mut bi0, mut bi1) = (bi[0], bi[1]);
+                let (mut bd0, mut bd1) = (_mm256_set1_ps(f32::MAX), _mm256_set1_ps(f32::MAX));
+                let (mut bi0, mut bi1) = (_mm256_set1_epi32(cs[0].tag), _mm256_set1_epi32(0x7fff_0000));
                 let pairs = cs.chunks_exact(2);
                 let rest = pairs.remainder();
                 for c in pairs {
@@ -235,23 +228,17 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
                 if let Some(c) = rest.first() {
                     step(score(c), c.tag, &mut bd0, &mut bi0);
                 }
-                let (bd, bi) = ([bd0, bd1], [bi0, bi1]);
                 let odd_first = _mm256_or_si256(
-                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(bd[1], bd[0])),
-                    _mm256_and_si256(
-                        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(bd[1], bd[0])),
-                        _mm256_cmpgt_epi32(bi[0], bi[1]),
-                    ),
+                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(bd1, bd0)),
+                    _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(bd1, bd0)), _mm256_cmpgt_epi32(bi0, bi1)),
                 );
-                let bi = _mm256_and_si256(_mm256_blendv_epi8(bi[0], bi[1], odd_first), _mm256_set1_epi32(0xffff));
-                chosen = _mm256_blendv_epi8(chosen, bi, same);
+                chosen = _mm256_blendv_epi8(chosen, _mm256_blendv_epi8(bi0, bi1, odd_first), same);
             }
-            let lv = _mm256_i32gather_epi32::<4>(tb.levels.as_ptr() as *const i32, chosen);
-            let byte = _mm256_set1_epi32(0xff);
-            la[4 * k] = _mm256_blendv_epi8(la[4 * k], _mm256_and_si256(lv, byte), offv);
-            la[4 * k + 1] = _mm256_blendv_epi8(la[4 * k + 1], _mm256_and_si256(_mm256_srli_epi32::<8>(lv), byte), offv);
-            la[4 * k + 2] = _mm256_blendv_epi8(la[4 * k + 2], _mm256_and_si256(_mm256_srli_epi32::<16>(lv), byte), offv);
-            la[4 * k + 3] = _mm256_blendv_epi8(la[4 * k + 3], _mm256_srli_epi32::<24>(lv), offv);
+            let chosen = _mm256_and_si256(chosen, _mm256_set1_epi32(4095));
+            la[4 * k] = _mm256_and_si256(chosen, seven);
+            la[4 * k + 1] = _mm256_and_si256(_mm256_srli_epi32::<3>(chosen), seven);
+            la[4 * k + 2] = _mm256_and_si256(_mm256_srli_epi32::<6>(chosen), seven);
+            la[4 * k + 3] = _mm256_srli_epi32::<9>(chosen);
         }
         let mut sqx = _mm256_setzero_ps();
         let mut sq2 = _mm256_setzero_ps();
