@@ -30,7 +30,7 @@ struct Tables {
     map: Vec<i32>,
     /// Per key: the terms its candidates use, bit `8 * coordinate + level`.
     need: Vec<u32>,
-    /// Per key: start and count in `cands`.
+    /// Per key: start in `cands` and count of candidate pairs.
     span: Vec<(u32, u32)>,
     /// The candidates of each key in the reference's order.
     cands: Vec<Cand>,
@@ -54,7 +54,7 @@ impl Tables {
                 Ok(g) => t.map[u] = g as i32,
                 Err(cs) => {
                     assert!(!cs.is_empty() && cs.len() < 1 << 15);
-                    t.span[u] = (t.cands.len() as u32, cs.len() as u32);
+                    t.span[u] = (t.cands.len() as u32, cs.len().div_ceil(2) as u32);
                     for (pos, &c) in cs.iter().enumerate() {
                         let l = lat.l[c as usize];
                         let mut cand = Cand { off: [0; 4], tag: (pos as i32) << 16 };
@@ -65,6 +65,10 @@ impl Tables {
                             cand.tag |= (l[i] as i32) << (3 * i);
                         }
                         t.cands.push(cand);
+                    }
+                    if cs.len() % 2 == 1 {
+                        // scores +inf, so it never wins: lists come in pairs
+                        t.cands.push(Cand { off: [32 * 32, 0, 0, 0], tag: 0x7fff_0000 });
                     }
                 }
             }
@@ -105,6 +109,73 @@ pub(crate) unsafe fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], w
     }
 }
 
+/// The terms of one group's searches, slot `8 * coordinate + level`, and +inf in the
+/// last slot for the padding candidate.
+#[repr(C, align(32))]
+struct Terms([__m256; 33]);
+
+impl Terms {
+    #[target_feature(enable = "avx2")]
+    fn new() -> Terms {
+        let mut t = Terms([_mm256_setzero_ps(); 33]);
+        t.0[32] = _mm256_set1_ps(f32::INFINITY);
+        t
+    }
+}
+
+/// The neighbour search of off-grid key `kk` at the eight scales whose `(2l+1)`
+/// multiples are `tsq`, for the group with magnitudes `xg` and weights `wg`: per lane
+/// the winner's levels packed as a key (and its list position in bits 16..).
+/// `done` marks the terms already in `terms` for this group and these scales.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn search_key(tb: &Tables, kk: usize, tsq: &[__m256; 8], xg: &[f32], wg: &[f32], terms: &mut Terms, done: &mut u32) -> __m256i {
+    let mut todo = tb.need[kk] & !*done;
+    *done |= todo;
+    while todo != 0 {
+        let term = todo.trailing_zeros() as usize;
+        todo &= todo - 1;
+        let (i, l) = (term >> 3, term & 7);
+        let d = _mm256_sub_ps(tsq[l], _mm256_set1_ps(xg[i]));
+        terms.0[term] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(wg[i]), d), d);
+    }
+    let (c0, np) = tb.span[kk];
+    let cs = &tb.cands[c0 as usize..(c0 + 2 * np) as usize];
+    // Two running minima, over the even and the odd positions, so that the
+    // compare-and-blend chains overlap; on equal errors the earlier position wins
+    // when they are merged, as in the reference's single pass. The odd chain starts
+    // at position 0x7fff so that it loses every tie.
+    let base = terms.0.as_ptr() as *const u8;
+    let score = |c: &Cand| {
+        // SAFETY: every offset is 32 * a slot of `terms` (at most 32).
+        unsafe {
+            let at = |o: u16| _mm256_load_ps(base.add(o as usize) as *const f32);
+            _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(at(c.off[0]), at(c.off[1])), at(c.off[2])), at(c.off[3]))
+        }
+    };
+    let step = |d2: __m256, tag: i32, bd: &mut __m256, bi: &mut __m256i| {
+        let better = _mm256_cmp_ps::<_CMP_LT_OQ>(d2, *bd);
+        // min_ps(a, b) is `a < b ? a : b`: the same choice
+        *bd = _mm256_min_ps(d2, *bd);
+        *bi = _mm256_castps_si256(_mm256_blendv_ps(
+            _mm256_castsi256_ps(*bi),
+            _mm256_castsi256_ps(_mm256_set1_epi32(tag)),
+            better,
+        ));
+    };
+    let (mut bd0, mut bd1) = (_mm256_set1_ps(f32::MAX), _mm256_set1_ps(f32::MAX));
+    let (mut bi0, mut bi1) = (_mm256_set1_epi32(cs[0].tag), _mm256_set1_epi32(0x7fff_0000));
+    for c in cs.chunks_exact(2) {
+        step(score(&c[0]), c[0].tag, &mut bd0, &mut bi0);
+        step(score(&c[1]), c[1].tag, &mut bd1, &mut bi1);
+    }
+    let odd_first = _mm256_or_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(bd1, bd0)),
+        _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(bd1, bd0)), _mm256_cmpgt_epi32(bi0, bi1)),
+    );
+    _mm256_blendv_epi8(bi0, bi1, odd_first)
+}
+
 /// Most batches of eight trials (IQ3_XXS: 31 trials).
 const NB: usize = 4;
 
@@ -128,8 +199,7 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
     let half = _mm256_set1_ps(0.5);
     let seven = _mm256_set1_epi32(7);
     let zero = _mm256_setzero_si256();
-    // the terms of one group, slot `8 * coordinate + level`
-    let mut terms = [_mm256_setzero_ps(); 32];
+    let mut terms = Terms::new();
     let mut start = 0;
     while start < ntrials {
         let b = nbatch;
@@ -176,63 +246,7 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
                 let kk = keys[off.trailing_zeros() as usize] as usize & 4095;
                 let same = _mm256_cmpeq_epi32(key, _mm256_set1_epi32(kk as i32));
                 off &= !(_mm256_movemask_ps(_mm256_castsi256_ps(same)) as u32);
-                // the terms no earlier key of this group needed
-                let mut todo = tb.need[kk] & !done;
-                done |= todo;
-                while todo != 0 {
-                    let term = todo.trailing_zeros() as usize;
-                    todo &= todo - 1;
-                    let (i, l) = (term >> 3, term & 7);
-                    // SAFETY: term < 32, so i < 4 and l < 8.
-                    unsafe {
-                        let d = _mm256_sub_ps(*tsq.get_unchecked(l), _mm256_set1_ps(*xg.get_unchecked(i)));
-                        *terms.get_unchecked_mut(term) =
-                            _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(*wg.get_unchecked(i)), d), d);
-                    }
-                }
-                let (c0, nc) = tb.span[kk];
-                let cs = &tb.cands[c0 as usize..(c0 + nc) as usize];
-                // Two running minima, over the even and the odd positions, so that the
-                // compare-and-blend chains overlap; on equal errors the earlier position
-                // wins when they are merged, as in the reference's single pass. The odd
-                // chain starts at position 0x7fff so that it loses every tie.
-                let base = terms.as_ptr() as *const u8;
-                let score = |c: &Cand| {
-                    // SAFETY: every offset is 32 * a term below 32, inside `terms`.
-                    unsafe {
-                        let at = |o: u16| _mm256_load_ps(base.add(o as usize) as *const f32);
-                        _mm256_add_ps(
-                            _mm256_add_ps(_mm256_add_ps(at(c.off[0]), at(c.off[1])), at(c.off[2])),
-                            at(c.off[3]),
-                        )
-                    }
-                };
-                let step = |d2: __m256, tag: i32, bd: &mut __m256, bi: &mut __m256i| {
-                    let better = _mm256_cmp_ps::<_CMP_LT_OQ>(d2, *bd);
-                    // min_ps(a, b) is `a < b ? a : b`: the same choice
-                    *bd = _mm256_min_ps(d2, *bd);
-                    *bi = _mm256_castps_si256(_mm256_blendv_ps(
-                        _mm256_castsi256_ps(*bi),
-                        _mm256_castsi256_ps(_mm256_set1_epi32(tag)),
-                        better,
-                    ));
-                };
-                let (mut bd0, mut bd1) = (_mm256_set1_ps(f32::MAX), _mm256_set1_ps(f32::MAX));
-                let (mut bi0, mut bi1) = (_mm256_set1_epi32(cs[0].tag), _mm256_set1_epi32(0x7fff_0000));
-                let pairs = cs.chunks_exact(2);
-                let rest = pairs.remainder();
-                for c in pairs {
-                    step(score(&c[0]), c[0].tag, &mut bd0, &mut bi0);
-                    step(score(&c[1]), c[1].tag, &mut bd1, &mut bi1);
-                }
-                if let Some(c) = rest.first() {
-                    step(score(c), c.tag, &mut bd0, &mut bi0);
-                }
-                let odd_first = _mm256_or_si256(
-                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(bd1, bd0)),
-                    _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(bd1, bd0)), _mm256_cmpgt_epi32(bi0, bi1)),
-                );
-                chosen = _mm256_blendv_epi8(chosen, _mm256_blendv_epi8(bi0, bi1, odd_first), same);
+                chosen = _mm256_blendv_epi8(chosen, search_key(tb, kk, &tsq, xg, wg, &mut terms, &mut done), same);
             }
             let chosen = _mm256_and_si256(chosen, _mm256_set1_epi32(4095));
             la[4 * k] = _mm256_and_si256(chosen, seven);
