@@ -103,8 +103,9 @@ pub(crate) unsafe fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], w
             if !tame {
                 return iq3_lanes::quantize_sub_block(v, lat, xb, weight);
             }
-            let s = search(v, tables(v, lat), &p, weight);
-            iq3::finish(v, lat, &p, weight, s)
+            let tb = tables(v, lat);
+            let s = search(v, tb, &p, weight);
+            finish(v, lat, tb, &p, weight, s)
         }
     }
 }
@@ -239,9 +240,18 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
             let mut keys = [0i32; 8];
             _mm256_storeu_si256(keys.as_mut_ptr() as *mut __m256i, key);
             let mut chosen = key;
-            let mut done = 0u32;
             let xg = &xval[4 * k..4 * k + 4];
             let wg = &waux[4 * k..4 * k + 4];
+            // all 32 terms, without branches: cheaper than the mispredicted loop over
+            // the few each key needs
+            for i in 0..4 {
+                let (x, w) = (_mm256_set1_ps(xg[i]), _mm256_set1_ps(wg[i]));
+                for l in 0..8 {
+                    let d = _mm256_sub_ps(tsq[l], x);
+                    terms.0[8 * i + l] = _mm256_mul_ps(_mm256_mul_ps(w, d), d);
+                }
+            }
+            let mut done = u32::MAX;
             while off != 0 {
                 let kk = keys[off.trailing_zeros() as usize] as usize & 4095;
                 let same = _mm256_cmpeq_epi32(key, _mm256_set1_epi32(kk as i32));
@@ -290,5 +300,64 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
             out.on_grid[k] = (offbits[b][k] >> t) & 1 == 0;
         }
     }
+    out
+}
+
+/// `iq3::finish` with the neighbour searches run by `search_key` (every lane at the
+/// final scale; lane 0 is read).
+#[target_feature(enable = "avx2")]
+fn finish(v: Variant, lat: &Lattice, tb: &Tables, p: &Prepared, weight: &[f32], s: Search) -> SubBlock {
+    let xval = &p.xval;
+    let Search { mut l, on_grid, mut scale } = s;
+    let mut out = SubBlock { grid: [0; 8], signs: p.signs, scale: 0.0, written: false };
+    if on_grid.iter().any(|&g| !g) && scale > 0.0 {
+        let id = 1.0 / scale;
+        let sv = _mm256_set1_ps(scale);
+        let tsq: [__m256; 8] = std::array::from_fn(|l| _mm256_mul_ps(sv, _mm256_set1_ps((2 * l + 1) as f32)));
+        let mut terms = Terms::new();
+        for k in 0..8 {
+            // IQ3_S re-rounds every group, IQ3_XXS only the off-grid ones
+            if v == Variant::Xxs && on_grid[k] {
+                continue;
+            }
+            let mut tmp = [0i8; 4];
+            let u = iq3::round_group(xval, k, id, &mut tmp);
+            if tb.map[u] < 0 {
+                let mut done = 0;
+                let r = search_key(tb, u, &tsq, &xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], &mut terms, &mut done);
+                let key = _mm256_cvtsi256_si32(r);
+                tmp = std::array::from_fn(|i| ((key >> (3 * i)) & 7) as i8);
+            }
+            l[4 * k..4 * k + 4].copy_from_slice(&tmp);
+        }
+        let mut sumqx = 0.0f32;
+        let mut sumq2 = 0.0f32;
+        for i in 0..32 {
+            let w = weight[i];
+            let q = (2 * l[i] as i32 + 1) as f32;
+            sumqx += w * xval[i] * q;
+            sumq2 += w * q * q;
+        }
+        if sumq2 > 0.0 {
+            scale = sumqx / sumq2;
+        }
+    }
+    if scale < 0.0 {
+        // ggml's guard for a negative best scale: positive scale, inverted signs
+        scale = -scale;
+        for s in out.signs.iter_mut() {
+            *s = if v == Variant::Xxs { !*s & 127 } else { !*s };
+        }
+    }
+    for k in 0..8 {
+        let mut u = 0usize;
+        for i in 0..4 {
+            u |= (l[4 * k + i] as usize) << (3 * i);
+        }
+        // every level tuple chosen above is a grid point by construction
+        out.grid[k] = lat.lookup(u).expect("lattice point off the grid") as u16;
+    }
+    out.scale = scale;
+    out.written = true;
     out
 }
