@@ -30,11 +30,16 @@ struct Tables {
     map: Vec<i32>,
     /// Per key: the terms its candidates use, bit `8 * coordinate + level`.
     need: Vec<u32>,
-    /// Per key: start in `cands` and count of candidate pairs.
+    /// Per key: start in `cands` and count of chunks of `PAD` candidates.
     span: Vec<(u32, u32)>,
     /// The candidates of each key in the reference's order.
     cands: Vec<Cand>,
 }
+
+/// Candidate lists are padded to a multiple of this many entries: most lists then take
+/// one pass of a fixed-length loop, whose exit is predicted, unlike a loop of the
+/// list's own length.
+const PAD: usize = 6;
 
 /// One candidate of a key's neighbour search.
 #[derive(Clone, Copy)]
@@ -54,7 +59,7 @@ impl Tables {
                 Ok(g) => t.map[u] = g as i32,
                 Err(cs) => {
                     assert!(!cs.is_empty() && cs.len() < 1 << 15);
-                    t.span[u] = (t.cands.len() as u32, cs.len().div_ceil(2) as u32);
+                    t.span[u] = (t.cands.len() as u32, cs.len().div_ceil(PAD) as u32);
                     for (pos, &c) in cs.iter().enumerate() {
                         let l = lat.l[c as usize];
                         let mut cand = Cand { off: [0; 4], tag: (pos as i32) << 16 };
@@ -66,8 +71,8 @@ impl Tables {
                         }
                         t.cands.push(cand);
                     }
-                    if cs.len() % 2 == 1 {
-                        // scores +inf, so it never wins: lists come in pairs
+                    while (t.cands.len() - t.span[u].0 as usize) % PAD != 0 {
+                        // scores +inf, so it never wins: lists come in whole chunks
                         t.cands.push(Cand { off: [32 * 32, 0, 0, 0], tag: 0x7fff_0000 });
                     }
                 }
@@ -140,8 +145,8 @@ fn search_key(tb: &Tables, kk: usize, tsq: &[__m256; 8], xg: &[f32], wg: &[f32],
         let d = _mm256_sub_ps(tsq[l], _mm256_set1_ps(xg[i]));
         terms.0[term] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(wg[i]), d), d);
     }
-    let (c0, np) = tb.span[kk];
-    let cs = &tb.cands[c0 as usize..(c0 + 2 * np) as usize];
+    let (c0, nchunk) = tb.span[kk];
+    let cs = &tb.cands[c0 as usize..c0 as usize + PAD * nchunk as usize];
     // Two running minima, over the even and the odd positions, so that the
     // compare-and-blend chains overlap; on equal errors the earlier position wins
     // when they are merged, as in the reference's single pass. The odd chain starts
@@ -166,9 +171,11 @@ fn search_key(tb: &Tables, kk: usize, tsq: &[__m256; 8], xg: &[f32], wg: &[f32],
     };
     let (mut bd0, mut bd1) = (_mm256_set1_ps(f32::MAX), _mm256_set1_ps(f32::MAX));
     let (mut bi0, mut bi1) = (_mm256_set1_epi32(cs[0].tag), _mm256_set1_epi32(0x7fff_0000));
-    for c in cs.chunks_exact(2) {
-        step(score(&c[0]), c[0].tag, &mut bd0, &mut bi0);
-        step(score(&c[1]), c[1].tag, &mut bd1, &mut bi1);
+    for chunk in cs.chunks_exact(PAD) {
+        for c in chunk.chunks_exact(2) {
+            step(score(&c[0]), c[0].tag, &mut bd0, &mut bi0);
+            step(score(&c[1]), c[1].tag, &mut bd1, &mut bi1);
+        }
     }
     let odd_first = _mm256_or_si256(
         _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(bd1, bd0)),
