@@ -28,8 +28,6 @@ use crate::reference::iq3::{self, Lattice, Prepared, Search, SubBlock, Variant};
 struct Tables {
     /// Grid index of each 12-bit key, or -1 off the grid.
     map: Vec<i32>,
-    /// Per key: the terms its candidates use, bit `8 * coordinate + level`.
-    need: Vec<u32>,
     /// Per key: start in `cands` and count of chunks of `PAD` candidates.
     span: Vec<(u32, u32)>,
     /// The candidates of each key in the reference's order.
@@ -53,7 +51,7 @@ struct Cand {
 
 impl Tables {
     fn build(lat: &Lattice) -> Tables {
-        let mut t = Tables { map: vec![-1; 4096], need: vec![0; 4096], span: vec![(0, 0); 4096], cands: Vec::new() };
+        let mut t = Tables { map: vec![-1; 4096], span: vec![(0, 0); 4096], cands: Vec::new() };
         for u in 0..4096 {
             match lat.lookup(u) {
                 Ok(g) => t.map[u] = g as i32,
@@ -65,7 +63,6 @@ impl Tables {
                         let mut cand = Cand { off: [0; 4], tag: (pos as i32) << 16 };
                         for i in 0..4 {
                             let term = 8 * i + l[i] as usize;
-                            t.need[u] |= 1 << term;
                             cand.off[i] = (32 * term) as u16;
                             cand.tag |= (l[i] as i32) << (3 * i);
                         }
@@ -129,22 +126,27 @@ impl Terms {
     }
 }
 
-/// The neighbour search of off-grid key `kk` at the eight scales whose `(2l+1)`
-/// multiples are `tsq`, for the group with magnitudes `xg` and weights `wg`: per lane
-/// the winner's levels packed as a key (and its list position in bits 16..).
-/// `done` marks the terms already in `terms` for this group and these scales.
+/// The weighted squared error of each coordinate of a group at each level, at the
+/// eight scales whose `(2l+1)` multiples are `tsq`: the reference's
+/// `w * (s * q - x) * (s * q - x)` with `s * q` rounded first. All 32, without
+/// branches: cheaper than a mispredicted loop over the few one key needs.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn search_key(tb: &Tables, kk: usize, tsq: &[__m256; 8], xg: &[f32], wg: &[f32], terms: &mut Terms, done: &mut u32) -> __m256i {
-    let mut todo = tb.need[kk] & !*done;
-    *done |= todo;
-    while todo != 0 {
-        let term = todo.trailing_zeros() as usize;
-        todo &= todo - 1;
-        let (i, l) = (term >> 3, term & 7);
-        let d = _mm256_sub_ps(tsq[l], _mm256_set1_ps(xg[i]));
-        terms.0[term] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(wg[i]), d), d);
+fn all_terms(tsq: &[__m256; 8], xg: &[f32], wg: &[f32], terms: &mut Terms) {
+    for i in 0..4 {
+        let (x, w) = (_mm256_set1_ps(xg[i]), _mm256_set1_ps(wg[i]));
+        for l in 0..8 {
+            let d = _mm256_sub_ps(tsq[l], x);
+            terms.0[8 * i + l] = _mm256_mul_ps(_mm256_mul_ps(w, d), d);
+        }
     }
+}
+
+/// The neighbour search of off-grid key `kk` with its group's `terms`: per lane the
+/// winner's levels packed as a key (and its list position in bits 16..).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn search_key(tb: &Tables, kk: usize, terms: &Terms) -> __m256i {
     let (c0, nchunk) = tb.span[kk];
     let cs = &tb.cands[c0 as usize..c0 as usize + PAD * nchunk as usize];
     // Two running minima, over the even and the odd positions, so that the
@@ -232,15 +234,21 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
             let y = _mm256_mul_ps(half, _mm256_sub_ps(_mm256_mul_ps(idv, _mm256_set1_ps(xval[i])), one));
             la[i] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(y), zero), seven);
         }
+        // every group's key and map look-up first, so the gathers overlap
+        let mut gkey = [zero; 8];
         for k in 0..8 {
             let key = _mm256_or_si256(
                 _mm256_or_si256(la[4 * k], _mm256_slli_epi32::<3>(la[4 * k + 1])),
                 _mm256_or_si256(_mm256_slli_epi32::<6>(la[4 * k + 2]), _mm256_slli_epi32::<9>(la[4 * k + 3])),
             );
+            gkey[k] = key;
             // keys are below 4096: levels were clamped to 0..=7
             let g = _mm256_i32gather_epi32::<4>(tb.map.as_ptr(), key);
-            let mut off = _mm256_movemask_ps(_mm256_castsi256_ps(g)) as u32;
-            offbits[b][k] = off as u8;
+            offbits[b][k] = _mm256_movemask_ps(_mm256_castsi256_ps(g)) as u8;
+        }
+        for k in 0..8 {
+            let key = gkey[k];
+            let mut off = offbits[b][k] as u32;
             if off == 0 {
                 continue;
             }
@@ -249,21 +257,12 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
             let mut chosen = key;
             let xg = &xval[4 * k..4 * k + 4];
             let wg = &waux[4 * k..4 * k + 4];
-            // all 32 terms, without branches: cheaper than the mispredicted loop over
-            // the few each key needs
-            for i in 0..4 {
-                let (x, w) = (_mm256_set1_ps(xg[i]), _mm256_set1_ps(wg[i]));
-                for l in 0..8 {
-                    let d = _mm256_sub_ps(tsq[l], x);
-                    terms.0[8 * i + l] = _mm256_mul_ps(_mm256_mul_ps(w, d), d);
-                }
-            }
-            let mut done = u32::MAX;
+            all_terms(&tsq, xg, wg, &mut terms);
             while off != 0 {
                 let kk = keys[off.trailing_zeros() as usize] as usize & 4095;
                 let same = _mm256_cmpeq_epi32(key, _mm256_set1_epi32(kk as i32));
                 off &= !(_mm256_movemask_ps(_mm256_castsi256_ps(same)) as u32);
-                chosen = _mm256_blendv_epi8(chosen, search_key(tb, kk, &tsq, xg, wg, &mut terms, &mut done), same);
+                chosen = _mm256_blendv_epi8(chosen, search_key(tb, kk, &terms), same);
             }
             let chosen = _mm256_and_si256(chosen, _mm256_set1_epi32(4095));
             la[4 * k] = _mm256_and_si256(chosen, seven);
@@ -330,8 +329,8 @@ fn finish(v: Variant, lat: &Lattice, tb: &Tables, p: &Prepared, weight: &[f32], 
             let mut tmp = [0i8; 4];
             let u = iq3::round_group(xval, k, id, &mut tmp);
             if tb.map[u] < 0 {
-                let mut done = 0;
-                let r = search_key(tb, u, &tsq, &xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], &mut terms, &mut done);
+                all_terms(&tsq, &xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], &mut terms);
+                let r = search_key(tb, u, &terms);
                 let key = _mm256_cvtsi256_si32(r);
                 tmp = std::array::from_fn(|i| ((key >> (3 * i)) & 7) as i8);
             }
