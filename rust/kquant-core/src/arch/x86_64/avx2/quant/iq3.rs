@@ -94,26 +94,94 @@ fn tables(v: Variant, lat: &Lattice) -> &'static Tables {
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32]) -> SubBlock {
-    match iq3::prepare(v, xb, weight) {
+    let Some(prep) = prepare(v, xb, weight) else {
+        return iq3_lanes::quantize_sub_block(v, lat, xb, weight);
+    };
+    match prep {
         Err(signs) => SubBlock { grid: [0; 8], signs, scale: 0.0, written: false },
         Ok(p) => {
             let n = iq3::ntry(v);
             let top = (15.0 + n as f32 * 0.2f32) / p.max;
             // |x| <= max keeps every rounded value within [-10, 10], where the rounding
-            // instruction and ggml's magic-number rounding agree; NaN fails it too.
-            let tame = p.max.is_finite() && top.is_finite() && p.xval.iter().fold(true, |a, &x| a & (x.abs() <= p.max));
+            // instruction and ggml's magic-number rounding agree.
+            let mut tame = p.max.is_finite() && top.is_finite();
+            let maxv = _mm256_set1_ps(p.max);
+            let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+            for c in p.xval.chunks_exact(8) {
+                // SAFETY: `c` holds 8 floats.
+                let x = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+                tame &= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(_mm256_and_ps(x, abs), maxv)) == 0xff;
+            }
             if !tame {
                 return iq3_lanes::quantize_sub_block(v, lat, xb, weight);
             }
             let tb = tables(v, lat);
-            let s = search(v, tb, &p, weight);
+            // SAFETY: this function's AVX2 is the search's requirement.
+            let s = unsafe { search(v, tb, &p, weight) };
             finish(v, lat, tb, &p, weight, s)
         }
     }
 }
 
+/// `iq3::prepare` with vector signs, square roots and maximum; None (use the
+/// reference) when a value is NaN, where the order of ggml's maximum matters.
+#[target_feature(enable = "avx2")]
+fn prepare(v: Variant, xb: &[f32], weight: &[f32]) -> Option<Result<Prepared, [u8; 4]>> {
+    let mut p = Prepared { xval: [0.0; 32], waux: [0.0; 32], max: 0.0, signs: [0; 4] };
+    let zero = _mm256_setzero_ps();
+    let sign = _mm256_set1_ps(-0.0);
+    let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
+    for k in 0..4 {
+        // SAFETY: xb and weight hold 32 values, xval and waux 32 slots.
+        unsafe {
+            let x = _mm256_loadu_ps(xb.as_ptr().add(8 * k));
+            if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) != 0 {
+                return None;
+            }
+            _mm256_storeu_ps(p.waux.as_mut_ptr().add(8 * k), _mm256_sqrt_ps(_mm256_loadu_ps(weight.as_ptr().add(8 * k))));
+            // ggml keeps x when x >= 0 (so -0 too) and flips it otherwise
+            let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, zero);
+            _mm256_storeu_ps(p.xval.as_mut_ptr().add(8 * k), _mm256_blendv_ps(_mm256_xor_ps(x, sign), x, keep));
+        }
+        let mut s = !(_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(
+            // SAFETY: as above.
+            unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * k)) },
+            zero,
+        )) as u8);
+        if v == Variant::Xxs && s.count_ones() % 2 == 1 {
+            // an odd count cannot be stored: flip the least important value instead
+            let mut imin = 0;
+            let mut min = weight[8 * k] * xb[8 * k] * xb[8 * k];
+            for i in 1..8 {
+                let ax = weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i];
+                if ax < min {
+                    min = ax;
+                    imin = i;
+                }
+            }
+            p.xval[8 * k + imin] = -p.xval[8 * k + imin];
+            s ^= 1 << imin;
+        }
+        p.signs[k] = if v == Variant::Xxs { s & 127 } else { s };
+        // SAFETY: as above.
+        maxv = _mm256_max_ps(maxv, unsafe { _mm256_loadu_ps(p.xval.as_ptr().add(8 * k)) });
+    }
+    // Without NaN the maximum is one value whatever the order, up to the sign of a
+    // zero, and a zero maximum skips the sub-block either way.
+    let mut m = [0.0f32; 8];
+    // SAFETY: m holds 8 floats.
+    unsafe { _mm256_storeu_ps(m.as_mut_ptr(), maxv) };
+    let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    p.max = max;
+    let skip = match v {
+        Variant::Xxs => max < 1e-8,
+        Variant::S => max == 0.0,
+    };
+    Some(if skip { Err(p.signs) } else { Ok(p) })
+}
+
 /// The terms of one group's searches, slot `8 * coordinate + level`, and +inf in the
-/// last slot for the padding candidate.
+/// last slot for the padding candidates.
 #[repr(C, align(32))]
 struct Terms([__m256; 33]);
 
