@@ -1,21 +1,23 @@
-//! IQ3_XXS / IQ3_S scale search written for AVX2: eight trial scales side by side, one
-//! per lane, like `arch::iq3_lanes` (which NEON keeps), with the branchy parts made
-//! vector work:
+//! IQ3_XXS / IQ3_S quantizer for AVX2: eight trial scales side by side, one per lane,
+//! like `arch::iq3_lanes` (which NEON keeps), with its branchy parts turned into vector
+//! work, since mispredicted branches, not arithmetic, were most of its time:
 //!
 //! - the 32 levels of a batch are rounded with `cvtps_epi32` (ties to even, as ggml's
-//!   `nearest_int` for the values that can occur here: sub-blocks where the two could
-//!   differ, non-finite or out-of-range magnitudes, go to `iq3_lanes`);
+//!   `nearest_int` for the values that can occur here; sub-blocks where the two could
+//!   differ, NaN or magnitudes above the maximum, go to `iq3_lanes`);
 //! - which lanes of a group landed off the grid is one gather of the key map;
-//! - each distinct off-grid key is searched once for all lanes, and a candidate costs
-//!   four table loads and three adds: the weighted squared error of every (coordinate,
-//!   level) pair the key's candidates use is computed once per key, with the reference's
-//!   operations (`w * (ts * q - x) * (ts * q - x)`, `ts * q` rounded first), and a
-//!   candidate's error is the sum of its four terms in coordinate order, as in ggml;
+//! - a group with an off-grid lane gets the weighted squared error of each of its four
+//!   coordinates at each of the eight levels, with the reference's operations
+//!   (`w * (s * q - x) * (s * q - x)`, `s * q` rounded first), all 32 at once; each
+//!   distinct off-grid key is then searched once for all lanes, a candidate costing
+//!   four loads and three adds in coordinate order (ggml's sum), over lists padded to
+//!   a fixed chunk length with candidates that cannot win;
 //! - the search hands back the winner's levels packed as a key, so searched and
 //!   on-grid lanes share one unpacking.
 //!
-//! The choice between trials is then made in trial order on the stored sums, so the
-//! bytes are the reference's.
+//! The choice between trials is then made in trial order on the stored sums, and the
+//! re-rounding at the chosen scale (`finish`) uses the same search, so the bytes are
+//! the reference's.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -131,9 +133,10 @@ fn prepare(v: Variant, xb: &[f32], weight: &[f32]) -> Option<Result<Prepared, [u
     let zero = _mm256_setzero_ps();
     let sign = _mm256_set1_ps(-0.0);
     let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
+    assert!(xb.len() >= 32 && weight.len() >= 32);
     for k in 0..4 {
-        // SAFETY: xb and weight hold 32 values, xval and waux 32 slots.
-        unsafe {
+        // SAFETY: xb and weight hold 32 values (asserted), xval and waux 32 slots.
+        let keep = unsafe {
             let x = _mm256_loadu_ps(xb.as_ptr().add(8 * k));
             if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) != 0 {
                 return None;
@@ -142,12 +145,9 @@ fn prepare(v: Variant, xb: &[f32], weight: &[f32]) -> Option<Result<Prepared, [u
             // ggml keeps x when x >= 0 (so -0 too) and flips it otherwise
             let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, zero);
             _mm256_storeu_ps(p.xval.as_mut_ptr().add(8 * k), _mm256_blendv_ps(_mm256_xor_ps(x, sign), x, keep));
-        }
-        let mut s = !(_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(
-            // SAFETY: as above.
-            unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * k)) },
-            zero,
-        )) as u8);
+            keep
+        };
+        let mut s = !(_mm256_movemask_ps(keep) as u8);
         if v == Variant::Xxs && s.count_ones() % 2 == 1 {
             // an odd count cannot be stored: flip the least important value instead
             let mut imin = 0;
