@@ -340,9 +340,10 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
         }
         let mut sqx = _mm256_setzero_ps();
         let mut sq2 = _mm256_setzero_ps();
-        let onei = _mm256_set1_epi32(1);
+        // (2l + 1) as a float, looked up by level
+        let odd = _mm256_setr_ps(1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0);
         for i in 0..32 {
-            let q = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(la[i], la[i]), onei));
+            let q = _mm256_permutevar8x32_ps(odd, la[i]);
             sqx = _mm256_add_ps(sqx, _mm256_mul_ps(_mm256_set1_ps(wx[i]), q));
             sq2 = _mm256_add_ps(sq2, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(weight[i]), q), q));
         }
