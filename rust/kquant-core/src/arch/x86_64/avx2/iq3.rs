@@ -1,6 +1,6 @@
 //! IQ3_XXS and IQ3_S with AVX2: the quantizers run the eight-lane trial search of
-//! `quant::iq3` (AVX2 intrinsics; NEON keeps `arch::iq3_lanes`); dequantize and the dots with
-//! Q8_K are below.
+//! `quant::iq3` (intrinsics; NEON keeps `arch::iq3_lanes`); dequantize and the dots
+//! with Q8_K are below.
 
 use std::arch::x86_64::*;
 
@@ -15,18 +15,12 @@ use crate::types::QK_K;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_iq3_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
-    if std::env::var_os("KQ_IQ3_OLD").is_some() {
-        return iq3_xxs::quantize_with(x, q, imat, |v, lat, xb, w| crate::arch::iq3_lanes::quantize_sub_block(v, lat, xb, w));
-    }
     // SAFETY: this function's AVX2 is the search's only requirement.
     iq3_xxs::quantize_with(x, q, imat, |v, lat, xb, w| unsafe { super::quant::iq3::quantize_sub_block(v, lat, xb, w) });
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_iq3_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
-    if std::env::var_os("KQ_IQ3_OLD").is_some() {
-        return iq3_s::quantize_with(x, q, imat, |v, lat, xb, w| crate::arch::iq3_lanes::quantize_sub_block(v, lat, xb, w));
-    }
     // SAFETY: this function's AVX2 is the search's only requirement.
     iq3_s::quantize_with(x, q, imat, |v, lat, xb, w| unsafe { super::quant::iq3::quantize_sub_block(v, lat, xb, w) });
 }

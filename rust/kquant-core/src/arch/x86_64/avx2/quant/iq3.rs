@@ -141,7 +141,10 @@ fn prepare(v: Variant, xb: &[f32], weight: &[f32]) -> Option<Result<Prepared, [u
             if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) != 0 {
                 return None;
             }
-            _mm256_storeu_ps(p.waux.as_mut_ptr().add(8 * k), _mm256_sqrt_ps(_mm256_loadu_ps(weight.as_ptr().add(8 * k))));
+            _mm256_storeu_ps(
+                p.waux.as_mut_ptr().add(8 * k),
+                _mm256_sqrt_ps(_mm256_loadu_ps(weight.as_ptr().add(8 * k))),
+            );
             // ggml keeps x when x >= 0 (so -0 too) and flips it otherwise
             let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, zero);
             _mm256_storeu_ps(p.xval.as_mut_ptr().add(8 * k), _mm256_blendv_ps(_mm256_xor_ps(x, sign), x, keep));
