@@ -9,8 +9,9 @@ benches/RESULTS.md: `cmake --build build --target ggml-cpu ggml-base`). For type
 ggml-python's older ggml lacks (NVFP4, Q1_0, Q2_0) this is the only native anchor.
 Values per second are best-of-N wall times; ratios are kquant / ggml (and kquant / libgguf
 for dequantize when libgguf imports: it has no dot). Lattice formats quantize with an
-importance matrix (IQ2_XXS, IQ2_XS and IQ1_S need one) and on 16 rows, as their
-quantizers are slow; every quantize checks that both sides wrote the same bytes.
+importance matrix (IQ2_XXS, IQ2_XS and IQ1_S need one; `--imatrix no` or `both` also
+times them without) and on 16 rows, as their quantizers are slow; every quantize checks
+that both sides wrote the same bytes.
 """
 
 from __future__ import annotations
