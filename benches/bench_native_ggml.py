@@ -9,8 +9,9 @@ benches/RESULTS.md: `cmake --build build --target ggml-cpu ggml-base`). For type
 ggml-python's older ggml lacks (NVFP4, Q1_0, Q2_0) this is the only native anchor.
 Values per second are best-of-N wall times; ratios are kquant / ggml (and kquant / libgguf
 for dequantize when libgguf imports: it has no dot). Lattice formats quantize with an
-importance matrix (IQ2_XXS, IQ2_XS and IQ1_S need one) and on 16 rows, as their
-quantizers are slow; every quantize checks that both sides wrote the same bytes.
+importance matrix (IQ2_XXS, IQ2_XS and IQ1_S need one; `--imatrix no` or `both` also
+times them without) and on 16 rows, as their quantizers are slow; every quantize checks
+that both sides wrote the same bytes.
 """
 
 from __future__ import annotations
@@ -65,13 +66,15 @@ def best(fn, min_time=0.3, max_reps=200):
     return b
 
 
-def bench_type(name, ops, base, cpu, libgguf, rng) -> dict:
+def bench_type(name, ops, base, cpu, libgguf, rng, use_imat=True) -> dict:
     """Values per second (kquant, ggml, libgguf or 0) per (type, op)."""
     t = QuantType.parse(name)
     lattice = t.name in LATTICE
     n, rows = 4096, (16 if lattice else 256)
     x = (rng.standard_t(5, (rows, n)) * 0.02).astype(np.float32)
     imat = rng.lognormal(0, 1, n).astype(np.float32) if lattice else None
+    if not use_imat:
+        imat = None
     imat_p = imat.ctypes.data if imat is not None else None
     out = np.empty((rows, kquant.row_size(t, n)), np.uint8)
     gq = lambda: base.ggml_quantize_chunk(t.value, x.ctypes.data, out.ctypes.data, 0, rows, n, imat_p)  # noqa: E731
@@ -113,6 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lattice", action="store_true", help="the seven lattice formats instead of the default types")
     ap.add_argument("--ops", nargs="*", default=OPS, choices=OPS)
     ap.add_argument("--repeat", type=int, default=1, help="passes over the types; each row keeps its best")
+    ap.add_argument("--imatrix", choices=["yes", "no", "both"], default="yes",
+                    help="lattice formats: quantize with an importance matrix, without, or both (rows tagged)")
     a = ap.parse_args(argv)
     types = a.types or (LATTICE if a.lattice else TYPES)
     d = Path(a.build_dir)
@@ -135,8 +140,11 @@ def main(argv=None) -> int:
     best_of: dict = {}
     for _ in range(a.repeat):
         for name in types:
-            for key, v in bench_type(name, a.ops, base, cpu, libgguf, rng).items():
-                best_of[key] = v if key not in best_of else [max(p, q) for p, q in zip(best_of[key], v)]
+            for use in {"yes": [True], "no": [False], "both": [False, True]}[a.imatrix]:
+                tag = "" if a.imatrix == "yes" else (" +imatrix" if use else " no imatrix")
+                for (tn, op), v in bench_type(name, a.ops, base, cpu, libgguf, rng, use).items():
+                    key = (tn + tag, op)
+                    best_of[key] = v if key not in best_of else [max(p, q) for p, q in zip(best_of[key], v)]
     print("| type | op | kquant | ggml | kquant / ggml | libgguf | kquant / libgguf |\n|---|---|---|---|---|---|---|")
     for (tname, op), (k, g, lg) in best_of.items():
         lcol = f"{lg / 1e9:.3g}G | {k / lg:.2f}x" if lg else "- | -"

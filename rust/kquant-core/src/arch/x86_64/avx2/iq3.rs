@@ -1,13 +1,12 @@
 //! IQ3_XXS and IQ3_S with AVX2: the quantizers run the eight-lane trial search of
-//! `arch::iq3_lanes`, compiled here with AVX2 enabled; dequantize and the dots with
-//! Q8_K are below.
+//! `quant::iq3` (intrinsics; NEON keeps `arch::iq3_lanes`); dequantize and the dots
+//! with Q8_K are below.
 
 use std::arch::x86_64::*;
 
 use super::iq2::{gather8_u32, ksigns4, sign_pm1};
 use super::kquants::dot_by4;
 use super::util::*;
-use crate::arch::iq3_lanes;
 use crate::arch::{block, floats_mut};
 use crate::reference::iq3::{S_GRID, XXS_GRID};
 use crate::reference::q8_k::{BLOCK_BYTES as Q8K, QS as Q8QS};
@@ -16,12 +15,14 @@ use crate::types::QK_K;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_iq3_xxs(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
-    iq3_xxs::quantize_with(x, q, imat, |v, lat, xb, w| iq3_lanes::quantize_sub_block(v, lat, xb, w));
+    // SAFETY: this function's AVX2 is the search's only requirement.
+    iq3_xxs::quantize_with(x, q, imat, |v, lat, xb, w| unsafe { super::quant::iq3::quantize_sub_block(v, lat, xb, w) });
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_iq3_s(x: &[f32], q: &mut [u8], imat: Option<&[f32]>) {
-    iq3_s::quantize_with(x, q, imat, |v, lat, xb, w| iq3_lanes::quantize_sub_block(v, lat, xb, w));
+    // SAFETY: this function's AVX2 is the search's only requirement.
+    iq3_s::quantize_with(x, q, imat, |v, lat, xb, w| unsafe { super::quant::iq3::quantize_sub_block(v, lat, xb, w) });
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -17,6 +17,7 @@
 
 mod iq1s;
 mod iq2;
+pub(super) mod iq3;
 mod kquants;
 mod lanes;
 mod legacy;
