@@ -215,13 +215,12 @@ unsafe fn nibble_mults<const N: usize>(xb: &[u8; N], at: usize) -> __m256i {
 }
 
 /// A block's scaled group sums in 8 i32 lanes: `pair` gives the signed values of
-/// groups `ib` and `ib + 1`, lane `pos[ib]` of `mults` their multipliers.
+/// groups `ib` and `ib + 1`, `mult(ib)` the i16 multipliers of group `ib`.
 #[inline(always)]
 unsafe fn block_sums<const B: usize>(
     xb: &[u8; B],
     yb: &[u8; Q8K],
-    mults: __m256i,
-    pos: [usize; 8],
+    mult: impl Fn(usize) -> __m256i,
     pair: impl Fn(&[u8; B], usize) -> (__m256i, __m256i),
 ) -> (__m256i, __m256i) {
     let mut s0 = _mm256_setzero_si256();
@@ -230,27 +229,29 @@ unsafe fn block_sums<const B: usize>(
         let (v0, v1) = pair(xb, ib);
         let p0 = maddubs_signed(load256(yb, QS + 32 * ib), v0);
         let p1 = maddubs_signed(load256(yb, QS + 32 * ib + 32), v1);
-        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, pick_lane(mults, pos[ib])));
-        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, pick_lane(mults, pos[ib + 1])));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, mult(ib)));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, mult(ib + 1)));
     }
     (_mm256_add_epi32(s0, s1), _mm256_setzero_si256())
 }
 
 /// Multipliers `2s + 1` of the eight 4-bit scales on top of an IQ2_XXS block's sign
-/// words: the scale of group `ib` is i16 lane `XXS_POS[ib]` of both halves.
+/// words, each in both i16 halves of u32 `2 ib + 1` (group `ib`); one broadcast load
+/// per group then costs no shuffle.
 #[inline(always)]
-unsafe fn xxs_mults(xb: &[u8; XXS]) -> __m256i {
-    // u32 lanes a0 b0 a1 b1 a2 b2 a3 b3 and a4 .. b7: the scales top the odd lanes
-    let s0 = _mm256_srli_epi32(load256(xb, 2), 28);
-    let s1 = _mm256_srli_epi32(load256(xb, 34), 28);
-    // u32 lane 2k + 1 of the merge holds scale k (low i16) and k + 4 (high i16)
-    let merged = _mm256_or_si256(s0, _mm256_slli_epi32(s1, 16));
-    let m = _mm256_permutevar8x32_epi32(merged, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7));
-    _mm256_or_si256(_mm256_slli_epi16(m, 1), _mm256_set1_epi16(1))
+unsafe fn xxs_mults(xb: &[u8; XXS]) -> [u32; 16] {
+    let mult = |v: __m256i| {
+        let m = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(v, 28), 1), _mm256_set1_epi32(1));
+        _mm256_or_si256(m, _mm256_slli_epi32(m, 16))
+    };
+    let mut a = [0u32; 16];
+    // SAFETY: `a` has room for the two 32-byte stores.
+    unsafe {
+        _mm256_storeu_si256(a.as_mut_ptr().cast(), mult(load256(xb, 2)));
+        _mm256_storeu_si256(a.as_mut_ptr().add(8).cast(), mult(load256(xb, 34)));
+    }
+    a
 }
-
-const XXS_POS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
-const IDENTITY: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 /// Groups `ib` and `ib + 1` of an IQ2_XXS block, signed.
 #[inline(always)]
@@ -259,10 +260,36 @@ unsafe fn xxs_pair(xb: &[u8; XXS], ib: usize) -> (__m256i, __m256i) {
     let x = load128(xb, 2 + 8 * ib);
     let idx =
         _mm256_cvtepu8_epi32(_mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0)));
-    let b = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(x), _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
+    let g0 = gather4_u64(&GRID_XXS, _mm256_castsi256_si128(idx));
+    let g1 = gather4_u64(&GRID_XXS, _mm256_extracti128_si256(idx, 1));
+    // codes l = 0, 1 of both groups in the low half, l = 2, 3 in the high half
+    let b = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(x), _mm256_setr_epi32(1, 1, 3, 3, 1, 1, 3, 3));
     let codes =
-        _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 7, 14, 21, 0, 7, 14, 21)), _mm256_set1_epi32(127));
-    pair_signed(&GRID_XXS, idx, codes)
+        _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 7, 0, 7, 14, 21, 14, 21)), _mm256_set1_epi32(127));
+    let (s0, s1) = full_signs(codes);
+    (_mm256_sign_epi8(g0, s0), _mm256_sign_epi8(g1, s1))
+}
+
+/// The ±1 bytes of eight 7-bit sign codes (one per i32 lane, laid out as in
+/// `xxs_pair`) for the two groups they belong to. The eighth sign of each code is its
+/// parity: the parity of `c ^ (c >> 4)` (four bits) comes from a 16-entry table.
+#[inline(always)]
+unsafe fn full_signs(codes: __m256i) -> (__m256i, __m256i) {
+    let odd = _mm256_setr_epi8(
+        0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0, 0, -128, -128, 0, -128, 0, 0, -128,
+        -128, 0, 0, -128, 0, -128, -128, 0,
+    );
+    let folded = _mm256_xor_si256(codes, _mm256_srli_epi32(codes, 4));
+    let full = _mm256_or_si256(codes, _mm256_shuffle_epi8(odd, folded));
+    // bit j of byte 8l + j kept, plus 127: at least 128 (negative) where it is set,
+    // 127 where not; `sign_epi8` needs nothing more
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let spread =
+        |sel: __m256i| _mm256_add_epi8(_mm256_and_si256(_mm256_shuffle_epi8(full, sel), bits), _mm256_set1_epi8(127));
+    let sel0 = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
+    );
+    (spread(sel0), spread(_mm256_add_epi8(sel0, _mm256_set1_epi8(8))))
 }
 
 /// Grid points at the eight i32 lanes of `idx` with the sign codes in `codes` applied,
@@ -300,7 +327,8 @@ unsafe fn s_pair(xb: &[u8; S], ib: usize, hs: __m256i) -> (__m256i, __m256i) {
 pub unsafe fn vec_dot_iq2_xxs(q: &[u8], yq: &[u8]) -> f32 {
     0.125
         * dot_by4::<XXS, false, 0, 0>(q, yq, |xb, yb| {
-            block_sums(xb, yb, xxs_mults(xb), XXS_POS, |xb, ib| xxs_pair(xb, ib))
+            let m = xxs_mults(xb);
+            block_sums(xb, yb, |ib| _mm256_set1_epi32(m[2 * ib + 1] as i32), |xb, ib| xxs_pair(xb, ib))
         })
 }
 
@@ -308,7 +336,8 @@ pub unsafe fn vec_dot_iq2_xxs(q: &[u8], yq: &[u8]) -> f32 {
 pub unsafe fn vec_dot_iq2_xs(q: &[u8], yq: &[u8]) -> f32 {
     0.125
         * dot_by4::<XS, false, 0, 0>(q, yq, |xb, yb| {
-            block_sums(xb, yb, nibble_mults(xb, SCALES), IDENTITY, |xb, ib| xs_pair(xb, ib))
+            let m = nibble_mults(xb, SCALES);
+            block_sums(xb, yb, |ib| pick_lane(m, ib), |xb, ib| xs_pair(xb, ib))
         })
 }
 
@@ -318,6 +347,7 @@ pub unsafe fn vec_dot_iq2_s(q: &[u8], yq: &[u8]) -> f32 {
         * dot_by4::<S, false, 0, 0>(q, yq, |xb, yb| {
             // the qh bytes as i32 lanes, 16 bits up (see `high_bits`)
             let hs = _mm256_slli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(xb.as_ptr().add(S_QH).cast())), 16);
-            block_sums(xb, yb, nibble_mults(xb, S_SCALES), IDENTITY, |xb, ib| s_pair(xb, ib, hs))
+            let m = nibble_mults(xb, S_SCALES);
+            block_sums(xb, yb, |ib| pick_lane(m, ib), |xb, ib| s_pair(xb, ib, hs))
         })
 }
