@@ -256,14 +256,15 @@ unsafe fn xxs_mults(xb: &[u8; XXS]) -> [u32; 16] {
 /// Groups `ib` and `ib + 1` of an IQ2_XXS block, signed.
 #[inline(always)]
 unsafe fn xxs_pair(xb: &[u8; XXS], ib: usize) -> (__m256i, __m256i) {
-    // u32 lanes a0 b0 a1 b1: index bytes, then sign codes (and scale)
-    let x = load128(xb, 2 + 8 * ib);
-    let idx =
-        _mm256_cvtepu8_epi32(_mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0)));
-    let g0 = gather4_u64(&GRID_XXS, _mm256_castsi256_si128(idx));
-    let g1 = gather4_u64(&GRID_XXS, _mm256_extracti128_si256(idx, 1));
+    // u32 a0 b0 a1 b1 at `at`: index bytes, then sign codes (and scale)
+    let at = 2 + 8 * ib;
+    debug_assert!(at + 16 <= XXS);
+    let p = xb.as_ptr().add(at);
+    let g0 = gather4_u64(&GRID_XXS, _mm_cvtepu8_epi32(_mm_loadu_si32(p)));
+    let g1 = gather4_u64(&GRID_XXS, _mm_cvtepu8_epi32(_mm_loadu_si32(p.add(8))));
     // codes l = 0, 1 of both groups in the low half, l = 2, 3 in the high half
-    let b = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(x), _mm256_setr_epi32(1, 1, 3, 3, 1, 1, 3, 3));
+    let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
+    let b = _mm256_shuffle_epi32::<0xf5>(x);
     let codes =
         _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 7, 0, 7, 14, 21, 14, 21)), _mm256_set1_epi32(127));
     let (s0, s1) = full_signs(codes);
