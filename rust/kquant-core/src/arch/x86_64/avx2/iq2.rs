@@ -37,6 +37,28 @@ pub(super) static SIGNS_PM1: [u64; 128] = {
     t
 };
 
+/// Every IQ2_XXS grid point under every sign code, as eight signed bytes: entry
+/// `128 * index + code`. The dot then takes one gather per group and no sign work;
+/// 256 KiB, but the dot over rows that all differ still ran 16% faster with it than
+/// with the signs built in registers (benches/RESULTS.md, "IQ2 dots ... second pass").
+static SIGNED_XXS: [u64; 32768] = {
+    let mut t = [0u64; 32768];
+    let mut i = 0;
+    while i < 32768 {
+        let g = GRID_XXS[i >> 7];
+        let sg = KSIGNS[i & 127];
+        let mut j = 0;
+        while j < 8 {
+            let b = (g >> (8 * j)) & 0xff;
+            let v = if sg >> j & 1 != 0 { (256 - b) & 0xff } else { b };
+            t[i] |= v << (8 * j);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// The four 8-byte entries of `table` at the i32 lanes of `idx`. Hardware gathers
 /// beat four scalar loads and inserts on the CPUs measured (benches/RESULTS.md).
 ///
@@ -260,37 +282,16 @@ unsafe fn xxs_pair(xb: &[u8; XXS], ib: usize) -> (__m256i, __m256i) {
     let at = 2 + 8 * ib;
     debug_assert!(at + 16 <= XXS);
     let p = xb.as_ptr().add(at);
-    let g0 = gather4_u64(&GRID_XXS, _mm_cvtepu8_epi32(_mm_loadu_si32(p)));
-    let g1 = gather4_u64(&GRID_XXS, _mm_cvtepu8_epi32(_mm_loadu_si32(p.add(8))));
-    // codes l = 0, 1 of both groups in the low half, l = 2, 3 in the high half
-    let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
-    let b = _mm256_shuffle_epi32::<0xf5>(x);
-    let codes =
-        _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 7, 0, 7, 14, 21, 14, 21)), _mm256_set1_epi32(127));
-    let (s0, s1) = full_signs(codes);
-    (_mm256_sign_epi8(g0, s0), _mm256_sign_epi8(g1, s1))
-}
-
-/// The ±1 bytes of eight 7-bit sign codes (one per i32 lane, laid out as in
-/// `xxs_pair`) for the two groups they belong to. The eighth sign of each code is its
-/// parity: the parity of `c ^ (c >> 4)` (four bits) comes from a 16-entry table.
-#[inline(always)]
-unsafe fn full_signs(codes: __m256i) -> (__m256i, __m256i) {
-    let odd = _mm256_setr_epi8(
-        0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0, 0, -128, -128, 0, -128, 0, 0, -128,
-        -128, 0, 0, -128, 0, -128, -128, 0,
-    );
-    let folded = _mm256_xor_si256(codes, _mm256_srli_epi32(codes, 4));
-    let full = _mm256_or_si256(codes, _mm256_shuffle_epi8(odd, folded));
-    // bit j of byte 8l + j kept, plus 127: at least 128 (negative) where it is set,
-    // 127 where not; `sign_epi8` needs nothing more
-    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let spread =
-        |sel: __m256i| _mm256_add_epi8(_mm256_and_si256(_mm256_shuffle_epi8(full, sel), bits), _mm256_set1_epi8(127));
-    let sel0 = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
-    );
-    (spread(sel0), spread(_mm256_add_epi8(sel0, _mm256_set1_epi8(8))))
+    let x = _mm_loadu_si128(p.cast());
+    let shift = _mm_setr_epi32(0, 7, 14, 21);
+    // SIGNED_XXS rows: byte index < 256 times 128, plus a code masked to 7 bits
+    let entry = |a: __m128i, b: __m128i| {
+        let code = _mm_and_si128(_mm_srlv_epi32(b, shift), _mm_set1_epi32(127));
+        _mm_or_si128(_mm_slli_epi32(_mm_cvtepu8_epi32(a), 7), code)
+    };
+    let e0 = entry(x, _mm_shuffle_epi32::<0x55>(x));
+    let e1 = entry(_mm_srli_si128::<8>(x), _mm_shuffle_epi32::<0xff>(x));
+    (gather4_u64(&SIGNED_XXS, e0), gather4_u64(&SIGNED_XXS, e1))
 }
 
 /// Grid points at the eight i32 lanes of `idx` with the sign codes in `codes` applied,
