@@ -243,7 +243,13 @@ unsafe fn boundary_search(sumx: &[f32; 40], sumw: &[f32; 40]) -> Option<(usize, 
         t.cwm[i2] = cw * X_M[2] * X_M[2];
     }
     let m = approx_max(&t, 4);
-    if m > 0.0 && m < f32::MAX {
+    // The proof takes relative rounding bounds, which subnormal products break (tiny
+    // sub-blocks: values near 1e-12 have weights near 1e-12 and scores near 1e-35).
+    // Every level is at least DELTA = 1/8 in size, so every split has sumq2 of at least
+    // sumw[32] / 64; with `floor` normal, `best * sumq2` of any best from T up and
+    // `sumqx^2` of any split scoring near T are normal too.
+    let floor = m * (sumw[32] * (1.0 / 64.0));
+    if m > 0.0 && m < f32::MAX && floor > 1e-30 {
         let threshold = m * (1.0 - 1.0 / 128.0);
         if let Some(w) = scan(&t, threshold) {
             let u = w.bmax_before * (1.0 + 1.0 / 262_144.0);
