@@ -37,6 +37,28 @@ pub(super) static SIGNS_PM1: [u64; 128] = {
     t
 };
 
+/// Every IQ2_XXS grid point under every sign code, as eight signed bytes: entry
+/// `128 * index + code`. The dot then takes one gather per group and no sign work;
+/// 256 KiB, but the dot over rows that all differ still ran 16% faster with it than
+/// with the signs built in registers (benches/RESULTS.md, "IQ2 dots ... second pass").
+static SIGNED_XXS: [u64; 32768] = {
+    let mut t = [0u64; 32768];
+    let mut i = 0;
+    while i < 32768 {
+        let g = GRID_XXS[i >> 7];
+        let sg = KSIGNS[i & 127];
+        let mut j = 0;
+        while j < 8 {
+            let b = (g >> (8 * j)) & 0xff;
+            let v = if sg >> j & 1 != 0 { (256 - b) & 0xff } else { b };
+            t[i] |= v << (8 * j);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// The four 8-byte entries of `table` at the i32 lanes of `idx`. Hardware gathers
 /// beat four scalar loads and inserts on the CPUs measured (benches/RESULTS.md).
 ///
@@ -215,13 +237,12 @@ unsafe fn nibble_mults<const N: usize>(xb: &[u8; N], at: usize) -> __m256i {
 }
 
 /// A block's scaled group sums in 8 i32 lanes: `pair` gives the signed values of
-/// groups `ib` and `ib + 1`, lane `pos[ib]` of `mults` their multipliers.
+/// groups `ib` and `ib + 1`, `mult(ib)` the i16 multipliers of group `ib`.
 #[inline(always)]
 unsafe fn block_sums<const B: usize>(
     xb: &[u8; B],
     yb: &[u8; Q8K],
-    mults: __m256i,
-    pos: [usize; 8],
+    mult: impl Fn(usize) -> __m256i,
     pair: impl Fn(&[u8; B], usize) -> (__m256i, __m256i),
 ) -> (__m256i, __m256i) {
     let mut s0 = _mm256_setzero_si256();
@@ -230,39 +251,47 @@ unsafe fn block_sums<const B: usize>(
         let (v0, v1) = pair(xb, ib);
         let p0 = maddubs_signed(load256(yb, QS + 32 * ib), v0);
         let p1 = maddubs_signed(load256(yb, QS + 32 * ib + 32), v1);
-        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, pick_lane(mults, pos[ib])));
-        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, pick_lane(mults, pos[ib + 1])));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, mult(ib)));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, mult(ib + 1)));
     }
     (_mm256_add_epi32(s0, s1), _mm256_setzero_si256())
 }
 
 /// Multipliers `2s + 1` of the eight 4-bit scales on top of an IQ2_XXS block's sign
-/// words: the scale of group `ib` is i16 lane `XXS_POS[ib]` of both halves.
+/// words, each in both i16 halves of u32 `2 ib + 1` (group `ib`); one broadcast load
+/// per group then costs no shuffle.
 #[inline(always)]
-unsafe fn xxs_mults(xb: &[u8; XXS]) -> __m256i {
-    // u32 lanes a0 b0 a1 b1 a2 b2 a3 b3 and a4 .. b7: the scales top the odd lanes
-    let s0 = _mm256_srli_epi32(load256(xb, 2), 28);
-    let s1 = _mm256_srli_epi32(load256(xb, 34), 28);
-    // u32 lane 2k + 1 of the merge holds scale k (low i16) and k + 4 (high i16)
-    let merged = _mm256_or_si256(s0, _mm256_slli_epi32(s1, 16));
-    let m = _mm256_permutevar8x32_epi32(merged, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7));
-    _mm256_or_si256(_mm256_slli_epi16(m, 1), _mm256_set1_epi16(1))
+unsafe fn xxs_mults(xb: &[u8; XXS]) -> [u32; 16] {
+    let mult = |v: __m256i| {
+        let m = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(v, 28), 1), _mm256_set1_epi32(1));
+        _mm256_or_si256(m, _mm256_slli_epi32(m, 16))
+    };
+    let mut a = [0u32; 16];
+    // SAFETY: `a` has room for the two 32-byte stores.
+    unsafe {
+        _mm256_storeu_si256(a.as_mut_ptr().cast(), mult(load256(xb, 2)));
+        _mm256_storeu_si256(a.as_mut_ptr().add(8).cast(), mult(load256(xb, 34)));
+    }
+    a
 }
-
-const XXS_POS: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
-const IDENTITY: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 /// Groups `ib` and `ib + 1` of an IQ2_XXS block, signed.
 #[inline(always)]
 unsafe fn xxs_pair(xb: &[u8; XXS], ib: usize) -> (__m256i, __m256i) {
-    // u32 lanes a0 b0 a1 b1: index bytes, then sign codes (and scale)
-    let x = load128(xb, 2 + 8 * ib);
-    let idx =
-        _mm256_cvtepu8_epi32(_mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0)));
-    let b = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(x), _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
-    let codes =
-        _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 7, 14, 21, 0, 7, 14, 21)), _mm256_set1_epi32(127));
-    pair_signed(&GRID_XXS, idx, codes)
+    // u32 a0 b0 a1 b1 at `at`: index bytes, then sign codes (and scale)
+    let at = 2 + 8 * ib;
+    debug_assert!(at + 16 <= XXS);
+    let p = xb.as_ptr().add(at);
+    let x = _mm_loadu_si128(p.cast());
+    let shift = _mm_setr_epi32(0, 7, 14, 21);
+    // SIGNED_XXS rows: byte index < 256 times 128, plus a code masked to 7 bits
+    let entry = |a: __m128i, b: __m128i| {
+        let code = _mm_and_si128(_mm_srlv_epi32(b, shift), _mm_set1_epi32(127));
+        _mm_or_si128(_mm_slli_epi32(_mm_cvtepu8_epi32(a), 7), code)
+    };
+    let e0 = entry(x, _mm_shuffle_epi32::<0x55>(x));
+    let e1 = entry(_mm_srli_si128::<8>(x), _mm_shuffle_epi32::<0xff>(x));
+    (gather4_u64(&SIGNED_XXS, e0), gather4_u64(&SIGNED_XXS, e1))
 }
 
 /// Grid points at the eight i32 lanes of `idx` with the sign codes in `codes` applied,
@@ -300,7 +329,8 @@ unsafe fn s_pair(xb: &[u8; S], ib: usize, hs: __m256i) -> (__m256i, __m256i) {
 pub unsafe fn vec_dot_iq2_xxs(q: &[u8], yq: &[u8]) -> f32 {
     0.125
         * dot_by4::<XXS, false, 0, 0>(q, yq, |xb, yb| {
-            block_sums(xb, yb, xxs_mults(xb), XXS_POS, |xb, ib| xxs_pair(xb, ib))
+            let m = xxs_mults(xb);
+            block_sums(xb, yb, |ib| _mm256_set1_epi32(m[2 * ib + 1] as i32), |xb, ib| xxs_pair(xb, ib))
         })
 }
 
@@ -308,7 +338,8 @@ pub unsafe fn vec_dot_iq2_xxs(q: &[u8], yq: &[u8]) -> f32 {
 pub unsafe fn vec_dot_iq2_xs(q: &[u8], yq: &[u8]) -> f32 {
     0.125
         * dot_by4::<XS, false, 0, 0>(q, yq, |xb, yb| {
-            block_sums(xb, yb, nibble_mults(xb, SCALES), IDENTITY, |xb, ib| xs_pair(xb, ib))
+            let m = nibble_mults(xb, SCALES);
+            block_sums(xb, yb, |ib| pick_lane(m, ib), |xb, ib| xs_pair(xb, ib))
         })
 }
 
@@ -318,6 +349,7 @@ pub unsafe fn vec_dot_iq2_s(q: &[u8], yq: &[u8]) -> f32 {
         * dot_by4::<S, false, 0, 0>(q, yq, |xb, yb| {
             // the qh bytes as i32 lanes, 16 bits up (see `high_bits`)
             let hs = _mm256_slli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(xb.as_ptr().add(S_QH).cast())), 16);
-            block_sums(xb, yb, nibble_mults(xb, S_SCALES), IDENTITY, |xb, ib| s_pair(xb, ib, hs))
+            let m = nibble_mults(xb, S_SCALES);
+            block_sums(xb, yb, |ib| pick_lane(m, ib), |xb, ib| s_pair(xb, ib, hs))
         })
 }

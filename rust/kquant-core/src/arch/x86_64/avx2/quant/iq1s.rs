@@ -136,10 +136,6 @@ unsafe fn scores(t: &Terms, i1: usize, i2: usize) -> [V; 4] {
     [qxp, q2p, qxm, q2m]
 }
 
-/// `m * total weight` below which the thresholded scan is not trusted (2^-90: the
-/// products it compares then stay above 2^-100, far from subnormal).
-const MIN_TOP_PRODUCT: f32 = f32::from_bits((127 - 90) << 23);
-
 /// The outcome of a scan: the last split that raised the best, with what is needed
 /// to check it against the reference's scan.
 #[derive(Clone, Copy)]
@@ -247,11 +243,13 @@ unsafe fn boundary_search(sumx: &[f32; 40], sumw: &[f32; 40]) -> Option<(usize, 
         t.cwm[i2] = cw * X_M[2] * X_M[2];
     }
     let m = approx_max(&t, 4);
-    // The bound above needs the products compared near the top (about `m * sumq2`,
-    // and every split's `sumq2` is at least a third of the total weight times the
-    // least squared level) to be normal floats: tiny inputs and weights go to the
-    // full scan.
-    if m > 0.0 && m < f32::MAX && m * sumw[32] >= MIN_TOP_PRODUCT {
+    // The proof takes relative rounding bounds, which subnormal products break (tiny
+    // sub-blocks: values near 1e-12 have weights near 1e-12 and scores near 1e-35).
+    // Every level is at least DELTA = 1/8 in size, so every split has sumq2 of at least
+    // sumw[32] / 64; with `floor` normal, `best * sumq2` of any best from T up and
+    // `sumqx^2` of any split scoring near T are normal too.
+    let floor = m * (sumw[32] * (1.0 / 64.0));
+    if m > 0.0 && m < f32::MAX && floor > 1e-30 {
         let threshold = m * (1.0 - 1.0 / 128.0);
         if let Some(w) = scan(&t, threshold) {
             let u = w.bmax_before * (1.0 + 1.0 / 262_144.0);

@@ -260,3 +260,23 @@ fn iq4_midpoints_match_best_index_exhaustive() {
         assert_eq!(got, want, "at {v:e} ({bits:#010x})");
     }
 }
+
+/// IQ1_S sub-blocks near its 1e-12 cut-off, where weights are as small as the values
+/// and the split scores' products go subnormal (the thresholded scan must step aside).
+#[test]
+fn tiny_iq1_s_rows_match_reference() {
+    if !have_avx2() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for seed in 0..400u64 {
+        let mut rng = Rng(0x5851_f42d_4c95_7f2d ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let scale = rng.magnitude(-13.0, -9.0);
+        let x: Vec<f32> = (0..256).map(|_| rng.normal() * scale).collect();
+        let w: Vec<f32> = (0..256).map(|_| rng.unit() * 4.0 + 0.01).collect();
+        if let Err(e) = compare(QuantType::IQ1S, super::quantize_iq1_s, &x, Some(&w), &format!("seed {seed}")) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures[..failures.len().min(3)].join("\n"));
+}
