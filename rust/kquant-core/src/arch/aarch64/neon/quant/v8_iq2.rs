@@ -79,8 +79,9 @@ pub unsafe fn level_tables(t: [V; 3]) -> [V; 4] {
     [V(lo[0], hi[0]), V(lo[1], hi[1]), V(lo[2], hi[2]), V(lo[3], hi[3])]
 }
 
-/// The least lane of a vector without NaN.
+/// The least lane of a vector without NaN, in every lane.
 #[inline(always)]
-pub unsafe fn hmin(v: V) -> f32 {
-    vminvq_f32(vminq_f32(v.0, v.1))
+pub unsafe fn hmin_all(v: V) -> V {
+    let m = vdupq_n_f32(vminvq_f32(vminq_f32(v.0, v.1)));
+    V(m, m)
 }

@@ -45,7 +45,9 @@ pub(super) unsafe fn best_at(list: &List, xval: &[f32], w: &[f32], sq: [f32; 3])
         *tl = mul(mul(w8, diff), diff);
     }
     let tabs = level_tables(t);
-    let mut best = f32::MAX;
+    // the best error so far in every lane, so the test and the resolution of a chunk
+    // need no scalar round trip
+    let mut best = set(f32::MAX);
     let mut at = 0;
     for c in 0..list.codes.len() / 8 {
         let mut d = zero();
@@ -53,21 +55,22 @@ pub(super) unsafe fn best_at(list: &List, xval: &[f32], w: &[f32], sq: [f32; 3])
             d = add(d, pick8(tabs[i % 4], load_u8x8(list.levels, 64 * c + 8 * i)));
         }
         // padding lanes repeat the first candidate and cannot beat it
-        if any(lt(d, set(best))) {
+        if any(lt(d, best)) {
             if any(ne(d, d)) {
                 let d = lanes(d);
+                let mut b = lanes(best)[0];
                 for j in 0..8 {
-                    if d[j] < best {
-                        best = d[j];
+                    if d[j] < b {
+                        b = d[j];
                         at = 8 * c + j;
                     }
                 }
+                best = set(b);
             } else {
                 // without NaN the lane-order scan ends on the first lane holding the
                 // least value (ties keep the earlier lane), and that value beats `best`
-                let m = hmin(d);
-                best = m;
-                at = 8 * c + mask_bits(eq(d, set(m))).trailing_zeros() as usize;
+                best = hmin_all(d);
+                at = 8 * c + mask_bits(eq(d, best)).trailing_zeros() as usize;
             }
         }
     }

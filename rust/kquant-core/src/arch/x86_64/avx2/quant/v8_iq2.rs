@@ -60,11 +60,10 @@ pub unsafe fn level_tables(t: [V; 3]) -> [V; 4] {
         _mm256_shuffle_ps::<0b11_10_11_10>(c, d),
     ]
 }
-/// The least lane of a vector without NaN.
+/// The least lane of a vector without NaN, in every lane.
 #[inline(always)]
-pub unsafe fn hmin(v: V) -> f32 {
-    let m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
-    let m = _mm_min_ss(m, _mm_movehdup_ps(m));
-    _mm_cvtss_f32(m)
+pub unsafe fn hmin_all(v: V) -> V {
+    let m = _mm256_min_ps(v, _mm256_permute2f128_ps::<1>(v, v));
+    let m = _mm256_min_ps(m, _mm256_permute_ps::<0b0100_1110>(m));
+    _mm256_min_ps(m, _mm256_permute_ps::<0b1011_0001>(m))
 }
