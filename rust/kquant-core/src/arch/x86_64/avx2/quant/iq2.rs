@@ -128,6 +128,11 @@ unsafe fn candidates<const P: usize, const K: usize>(
     for k in 0..K {
         idv[k] = loadx(ids, 8 * k);
     }
+    // the searches' scales `1.0 / id`, divided once per group rather than per search
+    let mut scales = [0.0f32; 24];
+    for k in 0..K {
+        scales[8 * k..8 * k + 8].copy_from_slice(&lanes(div(set(1.0), idv[k])));
+    }
     let mut out = Cands { codes: [[0; P]; 24], on: [[true; P]; 24], sumqx: [0.0; 24], sumq2: [0.0; 24] };
     for p in 0..P {
         // packed levels of point p for every candidate: coordinate i in bits 2i..2i+2
@@ -151,7 +156,7 @@ unsafe fn candidates<const P: usize, const K: usize>(
                     None => code,
                     Some(list) => {
                         out.on[c][p] = false;
-                        best_neighbour(&list, &xval[8 * p..], &waux[8 * p..], 1.0 / ids[c])
+                        best_neighbour(&list, &xval[8 * p..], &waux[8 * p..], scales[c])
                     }
                 };
             }
