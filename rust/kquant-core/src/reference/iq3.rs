@@ -384,6 +384,26 @@ pub fn quantize_sub_block(v: Variant, lat: &Lattice, xb: &[f32], weight: &[f32])
 
 /// After the search: re-round the off-grid groups at the best scale, refit it, pack.
 pub fn finish(v: Variant, lat: &Lattice, p: &Prepared, weight: &[f32], s: Search) -> SubBlock {
+    finish_with(v, lat, p, weight, s, |k, u, _levels, scale| match lat.lookup(u) {
+        Ok(g) => lat.l[g],
+        Err(c) => {
+            let g = lat.best_neighbour(c, &p.xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], scale);
+            lat.l[g]
+        }
+    })
+}
+
+/// [`finish`] with the grid step of a re-rounded group given: `snap(k, u, levels, scale)`
+/// returns the levels of group `k` (rounded to `levels`, packed key `u`) on the grid.
+#[inline(always)]
+pub fn finish_with(
+    v: Variant,
+    lat: &Lattice,
+    p: &Prepared,
+    weight: &[f32],
+    s: Search,
+    mut snap: impl FnMut(usize, usize, [i8; 4], f32) -> [i8; 4],
+) -> SubBlock {
     let xval = &p.xval;
     let Search { mut l, on_grid, mut scale } = s;
     let mut out = SubBlock { grid: [0; 8], signs: p.signs, scale: 0.0, written: false };
@@ -396,11 +416,7 @@ pub fn finish(v: Variant, lat: &Lattice, p: &Prepared, weight: &[f32], s: Search
             }
             let mut tmp = [0i8; 4];
             let u = round_group(xval, k, id, &mut tmp);
-            let g = match lat.lookup(u) {
-                Ok(g) => g,
-                Err(c) => lat.best_neighbour(c, &xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], scale),
-            };
-            l[4 * k..4 * k + 4].copy_from_slice(&lat.l[g]);
+            l[4 * k..4 * k + 4].copy_from_slice(&snap(k, u, tmp, scale));
         }
         let mut sumqx = 0.0f32;
         let mut sumq2 = 0.0f32;

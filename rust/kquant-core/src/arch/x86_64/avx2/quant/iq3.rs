@@ -385,57 +385,15 @@ unsafe fn search(v: Variant, tb: &Tables, p: &Prepared, weight: &[f32]) -> Searc
 /// final scale; lane 0 is read).
 #[target_feature(enable = "avx2")]
 fn finish(v: Variant, lat: &Lattice, tb: &Tables, p: &Prepared, weight: &[f32], s: Search) -> SubBlock {
-    let xval = &p.xval;
-    let Search { mut l, on_grid, mut scale } = s;
-    let mut out = SubBlock { grid: [0; 8], signs: p.signs, scale: 0.0, written: false };
-    if on_grid.iter().any(|&g| !g) && scale > 0.0 {
-        let id = 1.0 / scale;
+    let mut terms = Terms::new();
+    iq3::finish_with(v, lat, p, weight, s, |k, u, levels, scale| {
+        if tb.map[u] >= 0 {
+            return levels;
+        }
         let sv = _mm256_set1_ps(scale);
         let tsq: [__m256; 8] = std::array::from_fn(|l| _mm256_mul_ps(sv, _mm256_set1_ps((2 * l + 1) as f32)));
-        let mut terms = Terms::new();
-        for k in 0..8 {
-            // IQ3_S re-rounds every group, IQ3_XXS only the off-grid ones
-            if v == Variant::Xxs && on_grid[k] {
-                continue;
-            }
-            let mut tmp = [0i8; 4];
-            let u = iq3::round_group(xval, k, id, &mut tmp);
-            if tb.map[u] < 0 {
-                all_terms(&tsq, &xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], &mut terms);
-                let r = search_key(tb, u, &terms);
-                let key = _mm256_cvtsi256_si32(r);
-                tmp = std::array::from_fn(|i| ((key >> (3 * i)) & 7) as i8);
-            }
-            l[4 * k..4 * k + 4].copy_from_slice(&tmp);
-        }
-        let mut sumqx = 0.0f32;
-        let mut sumq2 = 0.0f32;
-        for i in 0..32 {
-            let w = weight[i];
-            let q = (2 * l[i] as i32 + 1) as f32;
-            sumqx += w * xval[i] * q;
-            sumq2 += w * q * q;
-        }
-        if sumq2 > 0.0 {
-            scale = sumqx / sumq2;
-        }
-    }
-    if scale < 0.0 {
-        // ggml's guard for a negative best scale: positive scale, inverted signs
-        scale = -scale;
-        for s in out.signs.iter_mut() {
-            *s = if v == Variant::Xxs { !*s & 127 } else { !*s };
-        }
-    }
-    for k in 0..8 {
-        let mut u = 0usize;
-        for i in 0..4 {
-            u |= (l[4 * k + i] as usize) << (3 * i);
-        }
-        // every level tuple chosen above is a grid point by construction
-        out.grid[k] = lat.lookup(u).expect("lattice point off the grid") as u16;
-    }
-    out.scale = scale;
-    out.written = true;
-    out
+        all_terms(&tsq, &p.xval[4 * k..4 * k + 4], &p.waux[4 * k..4 * k + 4], &mut terms);
+        let key = _mm256_cvtsi256_si32(search_key(tb, u, &terms));
+        std::array::from_fn(|i| ((key >> (3 * i)) & 7) as i8)
+    })
 }
